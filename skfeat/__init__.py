@@ -1,0 +1,46 @@
+"""skfeat: pretrained CNNs as scikit-learn transformers.
+
+Images in (paths, bytes, PIL images, arrays), feature matrix out, inside ``transform``,
+so a CNN chains with PCA, scalers and classifiers in a ``Pipeline`` and is tuned with
+``GridSearchCV``. ``import skfeat`` is cheap: torch loads on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it; imported on first access (PEP 562).
+_LAZY = {
+    "PretrainedCNNFeaturizer": "skfeat._featurizer",
+    "list_layers": "skfeat._discovery",
+    "list_models": "skfeat._backends",
+    "list_poolings": "skfeat._pooling",
+    "load_flowers_sample": "skfeat._datasets",
+}
+
+__all__ = [
+    "PretrainedCNNFeaturizer",
+    "__version__",
+    "exceptions",
+    "list_layers",
+    "list_models",
+    "list_poolings",
+    "load_flowers_sample",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name == "exceptions":
+        return importlib.import_module("skfeat.exceptions")
+    raise AttributeError(f"module 'skfeat' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,64 @@
+"""A user's own ``torch.nn.Module``."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+from skfeat._backends._base import (
+    Backend,
+    is_weights_path,
+    load_state_dict_file,
+    load_weights_into,
+)
+from skfeat._preprocess import DataConfig
+from skfeat.exceptions import UnknownModelError
+
+__all__ = ["ModuleBackend"]
+
+
+class ModuleBackend(Backend):
+    """Any ``torch.nn.Module`` taking ``(N, 3, H, W)`` float images.
+
+    ``weights="DEFAULT"`` keeps the module's own weights; a path loads a state_dict
+    into a copy; None is not allowed (the module is already initialised). The user's
+    module is never modified: skfeat works on a copy. Images get the ImageNet recipe
+    (resize 256, centre crop 224, ImageNet mean and std).
+    """
+
+    source = "module"
+
+    def __init__(self, module: Any, weights: Any) -> None:
+        super().__init__(type(module).__name__, weights)
+        self.module = module
+
+    def check(self) -> None:
+        if self.weights != "DEFAULT" and not is_weights_path(self.weights):
+            raise UnknownModelError(
+                f"weights={self.weights!r} is not valid when model is a torch.nn.Module: use "
+                "'DEFAULT' to keep the module's own weights, or a path to a state_dict file."
+            )
+
+    def weights_fingerprint(self) -> str:
+        if is_weights_path(self.weights):
+            return super().weights_fingerprint()
+        digest = hashlib.sha256()
+        for name, tensor in self.module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"module-{digest.hexdigest()[:16]}"
+
+    def build(self) -> Any:
+        return copy.deepcopy(self.module)
+
+    def load(self, head: str | None = None) -> tuple[Any, bool]:
+        module = copy.deepcopy(self.module)
+        head_loaded = True
+        if is_weights_path(self.weights):
+            state = load_state_dict_file(self.weights)
+            head_loaded = load_weights_into(module, state, repr(str(self.weights)), head)
+        return module.eval(), head_loaded
+
+    def data_config(self) -> DataConfig:
+        return DataConfig(resize_size=256, crop_size=224, interpolation="bilinear")

