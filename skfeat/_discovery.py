@@ -7,7 +7,7 @@ from typing import Any
 __all__ = ["list_layers"]
 
 
-def list_layers(model: Any, weights: Any = None) -> dict[str, tuple[int, ...]]:
+def list_layers(model: Any, weights: Any = "DEFAULT") -> dict[str, tuple[int, ...]]:
     """List the layers of ``model`` that ``layer=`` accepts, with their output shapes.
 
     The network runs once on an empty ``meta`` input: no weights are loaded and no
@@ -18,7 +18,7 @@ def list_layers(model: Any, weights: Any = None) -> dict[str, tuple[int, ...]]:
     ----------
     model : str or torch.nn.Module
         As for :class:`PretrainedCNNFeaturizer`, for example ``"resnet50"``.
-    weights : str, path or None, default=None
+    weights : str, path or None, default="DEFAULT"
         Only changes the input size when the weights' recipe does.
 
     Returns

@@ -1,0 +1,109 @@
+"""Shared fixtures: a tiny random backbone for speed, real photos, the offline data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# The timm hub retries for about a minute before failing offline; tests never download.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FLOWERS_DIR = SHARED / "data" / "flowers5-128-ccby"
+WEIGHTS_DIR = SHARED / "weights"
+MOBILENET_V2_BACKBONE = WEIGHTS_DIR / "mobilenet_v2_features_imagenet_torchvision.pth"
+LITE0_TIMM = WEIGHTS_DIR / "tf_efficientnet_lite0_imagenet_timm.pth"
+
+
+def _stage(c_in: int, c_out: int):
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def make_tiny_backbone():
+    """A 3-stage CNN ending in a linear classifier, seeded, for fast tests."""
+    import torch
+    from torch import nn
+
+    class TinyNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = _stage(3, 8)
+            self.stage1 = _stage(8, 16)
+            self.stage2 = _stage(16, 32)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = self.stage2(self.stage1(self.stem(x)))
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    TinyNet.__qualname__ = "TinyNet"  # picklable by reference to this module
+    globals()["TinyNet"] = TinyNet
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = TinyNet()
+        for module in model.modules():  # non-trivial BN statistics
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model():
+    """A fresh tiny backbone (``nn.Module``) with fixed weights."""
+    return make_tiny_backbone()
+
+
+@pytest.fixture(scope="session")
+def sample_photos():
+    """scikit-learn's two bundled photos (china, flower) as (H, W, 3) uint8 arrays."""
+    from sklearn.datasets import load_sample_images
+
+    return load_sample_images().images
+
+
+@pytest.fixture
+def random_images():
+    """Eight random (48, 64, 3) uint8 images of varied content."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(8, 48, 64, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def flowers_dir():
+    """The shared flowers5-128-ccby folder; skips when ../shared is absent."""
+    if not FLOWERS_DIR.is_dir():
+        pytest.skip("../shared/data/flowers5-128-ccby is not available")
+    return FLOWERS_DIR
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_weights():
+    """The shared MobileNetV2 backbone state_dict; skips when absent."""
+    if not MOBILENET_V2_BACKBONE.is_file():
+        pytest.skip("../shared/weights is not available")
+    return MOBILENET_V2_BACKBONE
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
