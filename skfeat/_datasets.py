@@ -114,6 +114,10 @@ def load_flowers_sample(*, as_frame: bool = False) -> Bunch:
         If ``as_frame=True`` and pandas is not installed
         (:class:`skfeat.exceptions.MissingDependencyError`, a subclass of ImportError).
 
+    See Also
+    --------
+    PretrainedCNNFeaturizer : Turns the photos at ``paths`` into features.
+
     Notes
     -----
     Each image is licensed under Creative Commons Attribution 2.0

@@ -28,6 +28,12 @@ def list_layers(model: Any, weights: Any = "DEFAULT") -> dict[str, tuple[int, ..
         order, ending with the aliases ``"penultimate"`` (when the model ends in a
         linear classifier) and ``"logits"``.
 
+    See Also
+    --------
+    PretrainedCNNFeaturizer : Reads the layers named here, with ``layer=``.
+    list_poolings : How each layer's output becomes a vector.
+    list_models : The model names that ``model`` accepts.
+
     Examples
     --------
     >>> from skfeat import list_layers

@@ -264,7 +264,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         return features
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Names of the output columns: layer, pooling and channel.
+        """Get the names of the output columns: layer, pooling and channel.
 
         Parameters
         ----------

@@ -94,6 +94,11 @@ def list_poolings() -> dict[str, str]:
     poolings : dict of str to str
         Name to a one-line description, in registry order.
 
+    See Also
+    --------
+    list_layers : The layers whose outputs are pooled.
+    PretrainedCNNFeaturizer : Applies the pooling named by ``pooling=``.
+
     Examples
     --------
     >>> from skfeat import list_poolings

