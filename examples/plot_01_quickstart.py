@@ -37,7 +37,11 @@ from sklearn.pipeline import make_pipeline
 from skfeat import PretrainedCNNFeaturizer
 
 featurizer = PretrainedCNNFeaturizer("efficientnet_lite0")
-pipe = make_pipeline(featurizer, PCA(n_components=32), LogisticRegression(max_iter=1000))
+pipe = make_pipeline(
+    featurizer,
+    PCA(n_components=32),
+    LogisticRegression(max_iter=1000),
+)
 pipe
 
 # %%
@@ -73,7 +77,7 @@ print("features:", features.shape, features.dtype)
 head = make_pipeline(PCA(n_components=32), LogisticRegression(max_iter=1000))
 cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
 pretrained_scores = cross_val_score(head, features, y, cv=cv)
-print(f"pretrained: {pretrained_scores.mean():.2f} ± {pretrained_scores.std():.2f}")
+print(f"pretrained: {pretrained_scores.mean():.2f}")
 
 # %%
 # What do the pretrained weights bring?
@@ -81,9 +85,10 @@ print(f"pretrained: {pretrained_scores.mean():.2f} ± {pretrained_scores.std():.
 # ``weights=None`` builds the same architecture with random (seeded) weights and the
 # same preprocessing. Its features keep some colour and texture statistics, but lose
 # what ImageNet training taught the network.
-random_features = PretrainedCNNFeaturizer("efficientnet_lite0", weights=None).fit_transform(paths)
+random_featurizer = PretrainedCNNFeaturizer("efficientnet_lite0", weights=None)
+random_features = random_featurizer.fit_transform(paths)
 random_scores = cross_val_score(head, random_features, y, cv=cv)
-print(f"random init: {random_scores.mean():.2f} ± {random_scores.std():.2f}")
+print(f"random init: {random_scores.mean():.2f}")
 print(f"chance: {1 / len(flowers.target_names):.2f}")
 
 # %%
@@ -93,7 +98,8 @@ import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(6, 3), layout="constrained")
 ax.boxplot([random_scores, pretrained_scores], orientation="horizontal")
 ax.set_yticks([1, 2], ["random init", "ImageNet weights"])
-ax.axvline(1 / len(flowers.target_names), color="grey", linestyle=":", label="chance")
+chance = 1 / len(flowers.target_names)
+ax.axvline(chance, color="grey", linestyle=":", label="chance")
 ax.set_xlabel("5-fold cross-validated accuracy")
 ax.set_xlim(0, 1)
 ax.legend(loc="lower right")
@@ -105,4 +111,5 @@ plt.show()
 # absolute accuracy is modest because each fold trains on only 24 small (128 pixel)
 # photos per class. To pick a better layer or pooling for your images, see
 # :ref:`sphx_glr_auto_examples_plot_03_layers_and_poolings.py`.
-print(f"gain from pretraining: {np.mean(pretrained_scores) - np.mean(random_scores):+.2f}")
+gain = np.mean(pretrained_scores) - np.mean(random_scores)
+print(f"gain from pretraining: {gain:+.2f}")

@@ -24,8 +24,15 @@ flowers = skfeat.load_flowers_sample(as_frame=True)
 frame = flowers.frame  # columns: path, label
 rng = np.random.default_rng(0)
 
-typical_stem_cm = {"daisy": 30, "dandelion": 20, "rose": 45, "sunflower": 90, "tulip": 35}
-frame["stem_length_cm"] = [typical_stem_cm[label] + rng.normal(0, 15) for label in frame.label]
+typical_stem_cm = {
+    "daisy": 30,
+    "dandelion": 20,
+    "rose": 45,
+    "sunflower": 90,
+    "tulip": 35,
+}
+stem_noise = rng.normal(0, 15, size=len(frame))
+frame["stem_length_cm"] = frame.label.map(typical_stem_cm) + stem_noise
 usual_garden = {
     "daisy": "meadow",
     "dandelion": "meadow",
@@ -33,10 +40,9 @@ usual_garden = {
     "sunflower": "field",
     "tulip": "greenhouse",
 }
-frame["garden"] = [
-    usual_garden[label] if rng.random() < 0.6 else rng.choice(["meadow", "greenhouse", "field"])
-    for label in frame.label
-]
+usual = rng.random(len(frame)) < 0.6  # 60% in the species' usual garden
+any_garden = rng.choice(["meadow", "greenhouse", "field"], size=len(frame))
+frame["garden"] = np.where(usual, frame.label.map(usual_garden), any_garden)
 X, y = frame.drop(columns="label"), frame.label
 X.head()
 
@@ -55,7 +61,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from skfeat import PretrainedCNNFeaturizer
 
-photo_features = make_pipeline(PretrainedCNNFeaturizer("efficientnet_lite0"), PCA(16, whiten=True))
+photo_features = make_pipeline(
+    PretrainedCNNFeaturizer("efficientnet_lite0"),
+    PCA(16, whiten=True),
+)
 columns = ColumnTransformer(
     [
         ("photo", photo_features, "path"),
@@ -114,7 +123,8 @@ plt.show()
 # layer, pooling and channel (``penultimate_avg_0000``...); here PCA renames them, and
 # the ``ColumnTransformer`` prefixes each with its transformer's name.
 classifier = model[-1]
-print(list(classifier.feature_names_in_[:3]), "...", list(classifier.feature_names_in_[-4:]))
+names = list(classifier.feature_names_in_)
+print(names[:3], "...", names[-4:])
 
 # %%
 # The names make the coefficients readable, here the largest for the class ``sunflower``:

@@ -19,7 +19,8 @@ import skfeat
 layers = skfeat.list_layers("efficientnet_lite0")
 print(len(layers), "readable layers, among them:")
 for name, shape in layers.items():
-    if (name.startswith("blocks.") and name.count(".") == 1) or name in ("bn2", "penultimate"):
+    is_stage = name.startswith("blocks.") and name.count(".") == 1
+    if is_stage or name in ("bn2", "penultimate"):
         print(f"  {name:12} {shape}")
 
 # %%
@@ -44,7 +45,11 @@ from skfeat import PretrainedCNNFeaturizer
 
 flowers = skfeat.load_flowers_sample()
 compared = ["blocks.3", "blocks.4", "blocks.5", "bn2"]
-featurizer = PretrainedCNNFeaturizer("efficientnet_lite0", layer=compared, pooling="avgmax")
+featurizer = PretrainedCNNFeaturizer(
+    "efficientnet_lite0",
+    layer=compared,
+    pooling="avgmax",
+)
 features = featurizer.fit_transform(flowers.paths)
 names = featurizer.get_feature_names_out()
 print(features.shape, names[0], "...", names[-1])
@@ -72,19 +77,20 @@ from sklearn.pipeline import make_pipeline
 
 head = make_pipeline(PCA(n_components=32), LogisticRegression(max_iter=1000))
 cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
-scores = {
-    key: cross_val_score(head, block, flowers.target, cv=cv).mean() for key, block in blocks.items()
-}
+scores = {}
+for key, block in blocks.items():
+    scores[key] = cross_val_score(head, block, flowers.target, cv=cv).mean()
 
 # %%
 import matplotlib.pyplot as plt
 
 poolings = ["avg", "max"]
-grid = np.array([[scores[layer, pooling] for pooling in poolings] for layer in compared])
+grid = np.array([[scores[layer, p] for p in poolings] for layer in compared])
 fig, ax = plt.subplots(figsize=(4.5, 4), layout="constrained")
 image = ax.imshow(grid, cmap="viridis", vmin=0.2, vmax=1)
 ax.set_xticks(range(len(poolings)), poolings)
-ax.set_yticks(range(len(compared)), [f"{layer} {layers[layer]}" for layer in compared])
+row_labels = [f"{layer} {layers[layer]}" for layer in compared]
+ax.set_yticks(range(len(compared)), row_labels)
 for (row, column), score in np.ndenumerate(grid):
     ax.text(column, row, f"{score:.2f}", ha="center", va="center", color="white")
 ax.set_xlabel("pooling")
@@ -101,5 +107,10 @@ print(f"best: layer={best[0]!r}, pooling={best[1]!r}, accuracy {scores[best]:.2f
 # cross-validation; with your own data, run the same comparison, or a
 # :class:`~sklearn.model_selection.GridSearchCV` over the featurizer's ``layer`` and
 # ``pooling``, and then use the winner:
-chosen = PretrainedCNNFeaturizer("efficientnet_lite0", layer=best[0], pooling=best[1])
+best_layer, best_pooling = best
+chosen = PretrainedCNNFeaturizer(
+    "efficientnet_lite0",
+    layer=best_layer,
+    pooling=best_pooling,
+)
 chosen

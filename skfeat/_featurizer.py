@@ -239,7 +239,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_new : ndarray of shape (n_images, n_features_out_), dtype float32
+        X_new : ndarray of shape (n_images, n_features_out), dtype float32
             Row ``i`` holds the features of image ``i``.
         """
         from skfeat._runtime import featurize
