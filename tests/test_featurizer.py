@@ -131,7 +131,7 @@ def test_unreadable_image_names_index_and_path(tmp_path, tiny_model, random_imag
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_batch_size_and_threads_do_not_change_rows(random_images, n_jobs):
     X = np.concatenate([random_images, random_images[::-1]])  # 16 images
-    params = dict(model="resnet18", weights=None, layer=["layer2", "penultimate"])
+    params = {"model": "resnet18", "weights": None, "layer": ["layer2", "penultimate"]}
     reference = _fit_transform(X, batch_size=32, n_jobs=1, **params)
     result = _fit_transform(X, batch_size=1, n_jobs=n_jobs, **params)
     np.testing.assert_allclose(result, reference, atol=1e-5, rtol=0)
