@@ -246,7 +246,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
         check_is_fitted(self)
         items = self._check_input(X, reset=False)
-        features = featurize(
+        features, _failures = featurize(
             items,
             backend=self._backend,
             data_config=self.data_config_,

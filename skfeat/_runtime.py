@@ -25,9 +25,16 @@ from skfeat._backends._module import ModuleBackend
 from skfeat._extract import LOGITS, Target, extract
 from skfeat._inputs import decode
 from skfeat._preprocess import DataConfig, normalize_batch, resize_and_crop
-from skfeat.exceptions import DeviceWarning, SkfeatError
+from skfeat.exceptions import ImageDecodeError, SkfeatError
 
-__all__ = ["PreparedModel", "featurize", "get_model", "resolve_device", "resolve_n_threads"]
+__all__ = [
+    "Failure",
+    "PreparedModel",
+    "featurize",
+    "get_model",
+    "resolve_device",
+    "resolve_n_threads",
+]
 
 _PREFETCH_BATCHES = 2
 
@@ -101,8 +108,21 @@ def resolve_n_threads(n_jobs: int | None) -> int:
     return n_jobs
 
 
-def _prepare_one(item: Any, index: int, config: DataConfig) -> Any:
-    return resize_and_crop(decode(item, index), config)
+@dataclass(frozen=True)
+class Failure:
+    """An image that could not be read; its row is filled instead of computed."""
+
+    index: int
+    error: ImageDecodeError
+
+
+def _prepare_one(item: Any, index: int, config: DataConfig, keep_going: bool) -> Any:
+    try:
+        return resize_and_crop(decode(item, index), config)
+    except ImageDecodeError as error:
+        if not keep_going:
+            raise
+        return Failure(index, error)
 
 
 def featurize(
@@ -117,8 +137,15 @@ def featurize(
     device: str,
     n_jobs: int | None,
     progress: bool,
-) -> np.ndarray:
-    """Compute the ``(len(items), n_features)`` float32 feature matrix, row i for item i."""
+    on_error: str = "raise",
+) -> tuple[np.ndarray, list[Failure]]:
+    """Compute the ``(len(items), n_features)`` float32 feature matrix, row i for item i.
+
+    With ``on_error="raise"`` the first unreadable image (in input order) raises its
+    :class:`ImageDecodeError`. With ``"nan"`` or ``"zeros"`` its row is filled with
+    that value, the other images of its batch are computed as usual, and the
+    failures are returned beside the matrix.
+    """
     import torch
 
     torch_device = resolve_device(device)
@@ -131,6 +158,8 @@ def featurize(
         )
     n_images = len(items)
     output = np.empty((n_images, n_features), dtype=np.float32)
+    keep_going = on_error != "raise"
+    failures: list[Failure] = []
     bar = _progress_bar(n_images, progress)
     n_threads = resolve_n_threads(n_jobs)
     with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="skfeat-decode") as pool:
@@ -142,7 +171,8 @@ def featurize(
             if start is not None:
                 stop = min(start + batch_size, n_images)
                 futures = [
-                    pool.submit(_prepare_one, items[i], i, data_config) for i in range(start, stop)
+                    pool.submit(_prepare_one, items[i], i, data_config, keep_going)
+                    for i in range(start, stop)
                 ]
                 pending.append((start, futures))
 
@@ -151,15 +181,20 @@ def featurize(
         try:
             while pending:
                 start, futures = pending.popleft()
-                images = [future.result() for future in futures]
+                prepared_images = [future.result() for future in futures]
                 submit_next()
-                batch = torch.stack(images).to(torch_device)
-                pooled = _forward(prepared, batch, data_config, targets)
-                stop = start + len(images)
-                for target, values in zip(targets, pooled, strict=True):
-                    output[start:stop, target.start : target.stop] = values.cpu().numpy()
+                rows = np.arange(start, start + len(prepared_images))
+                ok = np.array([not isinstance(p, Failure) for p in prepared_images], dtype=bool)
+                failures += [p for p in prepared_images if isinstance(p, Failure)]
+                output[rows[~ok]] = np.nan if on_error == "nan" else 0.0
+                if ok.any():
+                    images = [p for p in prepared_images if not isinstance(p, Failure)]
+                    batch = torch.stack(images).to(torch_device)
+                    pooled = _forward(prepared, batch, data_config, targets)
+                    for target, values in zip(targets, pooled, strict=True):
+                        output[rows[ok], target.start : target.stop] = values.cpu().numpy()
                 if bar is not None:
-                    bar.update(stop - start)
+                    bar.update(len(rows))
         except BaseException:
             for _, futures in pending:
                 for future in futures:
@@ -168,7 +203,7 @@ def featurize(
         finally:
             if bar is not None:
                 bar.close()
-    return output
+    return output, failures
 
 
 def _forward(
@@ -187,10 +222,3 @@ def _progress_bar(total: int, progress: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="img", desc="skfeat", smoothing=0.1)
-
-
-def warn_device(message: str) -> None:
-    """Emit a :class:`DeviceWarning` from the caller's frame."""
-    import warnings
-
-    warnings.warn(message, DeviceWarning, stacklevel=3)
