@@ -1,7 +1,7 @@
 """Sphinx configuration of the skfeat documentation.
 
 Build with ``sphinx-build -W --keep-going -b html docs docs/_build/html`` from the
-repository root (needs ``pip install "skfeat[docs]"``). The build runs every gallery
+repository root (needs ``python -m pip install ".[docs]"``). The build runs every gallery
 example in ``examples/`` offline, on CPU.
 """
 

@@ -64,7 +64,7 @@ def _missing_doc_tools() -> list[str]:
 @pytest.mark.slow
 @pytest.mark.skipif(
     bool(_missing_doc_tools()),
-    reason=f'needs the docs extra (pip install "skfeat[docs]"); missing {_missing_doc_tools()}',
+    reason=f'needs the docs extra (pip install ".[docs]"); missing {_missing_doc_tools()}',
 )
 def test_docs_build_without_warnings(tmp_path):
     # Build from a copy, so the sources stay free of generated files.
