@@ -105,7 +105,7 @@ print(f"best: layer={best[0]!r}, pooling={best[1]!r}, accuracy {scores[best]:.2f
 # %%
 # With average pooling, the last stages score about the same here: their differences are
 # within the spread from fold to fold that 150 photos give. The earliest stage compared
-# is clearly worse, and maximum pooling does not help. With your own data, run the same
+# is worse, and maximum pooling does not help. With your own data, run the same
 # comparison, or a :class:`~sklearn.model_selection.GridSearchCV` over the featurizer's
 # ``layer`` and ``pooling``, and then use the winner:
 best_layer, best_pooling = best

@@ -4,8 +4,10 @@ name, and the Sphinx site builds without a warning (slow: it runs every example)
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import os
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -46,7 +48,15 @@ def test_gallery_script_is_python_with_a_title(script):
 
 def _public_names() -> list[str]:
     names = [name for name in skfeat.__all__ if name not in ("__version__", "exceptions")]
-    return names + list(skfeat.exceptions.__all__)
+    names += skfeat.exceptions.__all__
+    for info in pkgutil.iter_modules(skfeat.__path__):  # public submodules: skfeat.dask...
+        if not info.name.startswith("_") and info.name != "exceptions":
+            try:
+                module = importlib.import_module(f"skfeat.{info.name}")
+            except ImportError:  # an extra that is not installed
+                continue
+            names += module.__all__
+    return names
 
 
 @pytest.mark.parametrize("name", _public_names())

@@ -1,7 +1,8 @@
 """Every public docstring passes numpydoc validation, and every doctest in skfeat passes.
 
-The public objects are found from ``skfeat.__all__`` (and the ``__all__`` of public
-modules listed there), so a new public name is checked as soon as it is exported.
+The public objects are found from ``skfeat.__all__`` and from the ``__all__`` of the
+public submodules (``skfeat.exceptions``, and those needing an extra, such as
+``skfeat.dask``), so a new public name is checked as soon as it is exported.
 """
 
 from __future__ import annotations
@@ -75,7 +76,21 @@ def _public_objects(module: ModuleType, prefix: str) -> list[tuple[str, str]]:
     return found
 
 
+def _public_submodules() -> list[ModuleType]:
+    """Submodules without a leading underscore, when their optional dependencies import."""
+    found = []
+    for info in pkgutil.iter_modules(skfeat.__path__):
+        if not info.name.startswith("_") and info.name != "exceptions":
+            try:
+                found.append(importlib.import_module(f"skfeat.{info.name}"))
+            except ImportError:  # an extra that is not installed
+                continue
+    return found
+
+
 PUBLIC = _public_objects(skfeat, "skfeat")
+for _module in _public_submodules():
+    PUBLIC += [(_module.__name__, "module"), *_public_objects(_module, _module.__name__)]
 
 
 def test_public_objects_are_found():
