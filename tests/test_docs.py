@@ -4,6 +4,7 @@ name, and the Sphinx site builds without a warning (slow: it runs every example)
 from __future__ import annotations
 
 import ast
+import doctest
 import importlib
 import importlib.util
 import os
@@ -64,6 +65,28 @@ def test_api_page_lists_every_public_name(name):
     api = (DOCS / "api.rst").read_text(encoding="utf-8")
     listed = re.findall(r"^   (\w+)$", api, flags=re.MULTILINE)  # autosummary entries
     assert name in listed, f"{name} is public but missing from docs/api.rst"
+
+
+PAGES_WITH_DOCTESTS = sorted(
+    page
+    for page in DOCS.rglob("*.rst")
+    if page.relative_to(DOCS).parts[0] not in GENERATED
+    and ">>> " in page.read_text(encoding="utf-8")
+)
+
+
+def test_pages_with_doctests_are_found():
+    assert DOCS / "user_guide" / "layers_and_pooling.rst" in PAGES_WITH_DOCTESTS
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_DOCTESTS, ids=lambda path: path.name)
+def test_doctests_in_pages_pass(page, capsys):
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    failed, attempted = doctest.testfile(
+        str(page), module_relative=False, optionflags=flags, encoding="utf-8"
+    )
+    assert attempted > 0
+    assert failed == 0, capsys.readouterr().out
 
 
 def _missing_doc_tools() -> list[str]:
