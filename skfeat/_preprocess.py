@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataConfig", "normalize_batch", "re
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+_LONG_SIDE_LIMIT = 4  # in crops: longer resized images are cut to the crop's window first
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,44 @@ def resize_and_crop(rgb: np.ndarray, config: DataConfig) -> torch.Tensor:
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
+    window = _central_window(rgb.shape[0], rgb.shape[1], config)
+    if window is not None:  # extreme aspect ratio: drop what the crop would discard
+        rgb = rgb[window[0]]
     if not rgb.flags.writeable:
         rgb = rgb.copy()  # torch refuses to wrap read-only memory
     image = torch.from_numpy(rgb).permute(2, 0, 1)
     interpolation = InterpolationMode(config.interpolation)
-    image = F.resize(image, [config.resize_size], interpolation=interpolation, antialias=True)
+    size = [config.resize_size] if window is None else list(window[1])
+    image = F.resize(image, size, interpolation=interpolation, antialias=True)
     image = F.center_crop(image, [config.crop_size, config.crop_size])
     return image.contiguous()
+
+
+def _central_window(
+    height: int, width: int, config: DataConfig
+) -> tuple[tuple[slice, slice], tuple[int, int]] | None:
+    """For a very long image, the central part that the crop keeps, and its resized size.
+
+    Resizing a 3x10000 image so that its short side is 256 would make it 256x853333
+    (650 MB, seconds) only to keep a 224-pixel square. When the resized long side
+    would pass ``_LONG_SIDE_LIMIT`` crops, the source is first cut to the crop's
+    window plus a margin wider than the resampling filter, then resized at the same
+    scale; the kept square matches the full resize up to sub-pixel centring.
+    Ordinary photos (long side under 4x the crop) never take this path.
+    """
+    short, long = min(height, width), max(height, width)
+    scale = config.resize_size / short
+    if long * scale <= _LONG_SIDE_LIMIT * config.crop_size:
+        return None
+    margin = math.ceil(2.0 / min(scale, 1.0)) + 2  # filter support, in source pixels
+    kept = math.ceil(config.crop_size / scale) + 2 * margin
+    kept = min(long, kept + (long - kept) % 2)  # same parity: centred on the exact middle
+    start = (long - kept) // 2
+    window = slice(start, start + kept)
+    resized_long = max(config.crop_size, round(kept * scale))
+    if height <= width:
+        return (slice(None), window), (config.resize_size, resized_long)
+    return (window, slice(None)), (resized_long, config.resize_size)
 
 
 def normalize_batch(batch: torch.Tensor, config: DataConfig, dtype: torch.dtype) -> torch.Tensor:
