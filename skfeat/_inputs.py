@@ -24,6 +24,7 @@ import functools
 import importlib
 import io
 import os
+import stat
 import string
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -238,11 +239,13 @@ def _opened(item: Any) -> Iterator[Any]:
         return
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
-        if path.is_dir():
+        try:
+            status = path.stat()  # one system call answers missing, directory and empty
+        except FileNotFoundError:
+            raise _Refused(_not_found(path)) from None
+        if stat.S_ISDIR(status.st_mode):
             raise _Refused("the path is a directory, not an image file")
-        if not path.exists():
-            raise _Refused("file not found")
-        if path.stat().st_size == 0:
+        if status.st_size == 0:
             raise _Refused("the file is empty (0 bytes)")
         source: Any = path
     elif isinstance(item, (bytes, bytearray, memoryview)):
@@ -259,6 +262,12 @@ def _opened(item: Any) -> Iterator[Any]:
     _register_plugins()
     with Image.open(source) as image:
         yield image
+
+
+def _not_found(path: Path) -> str:
+    if str(path).startswith(("http:/", "https:/")):
+        return "file not found; URLs are not downloaded, fetch the file first"
+    return "file not found"
 
 
 @functools.cache
@@ -320,7 +329,7 @@ def _cause_of(err: BaseException, item: Any) -> str:
             "raise PIL.Image.MAX_IMAGE_PIXELS"
         )
     if isinstance(err, FileNotFoundError):
-        return "file not found"
+        return _not_found(Path(item)) if isinstance(item, (str, os.PathLike)) else "file not found"
     if isinstance(err, PermissionError):
         return "permission denied: the file cannot be read"
     if isinstance(err, IsADirectoryError):
