@@ -261,7 +261,7 @@ def _full_resize_and_crop(rgb, config):
     from torchvision.transforms.v2 import functional as F
 
     resized = F.resize(
-        torch.from_numpy(rgb).permute(2, 0, 1),
+        torch.from_numpy(np.array(rgb)).permute(2, 0, 1),  # a writable copy
         [config.resize_size],
         interpolation=InterpolationMode(config.interpolation),
         antialias=True,
