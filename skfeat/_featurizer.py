@@ -103,6 +103,11 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     of a parallel search loads the weights once. :meth:`fit` reads no image and no
     weights: it checks the parameters and resolves layers and preprocessing.
 
+    :meth:`transform` sets no attribute, so one fitted featurizer may transform from
+    several threads or workers at once. The images that failed in a call are in the
+    warning it emits (``errors``), and, with ``on_error="nan"``, are the rows where
+    ``np.isnan(X_new).all(axis=1)``; :func:`skfeat.check_images` lists them up front.
+
     Examples
     --------
     >>> import numpy as np
