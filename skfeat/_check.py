@@ -65,7 +65,7 @@ def check_images(X: Any, *, n_jobs: int | None = None, as_frame: bool | str = "a
 
     See Also
     --------
-    PretrainedCNNFeaturizer : its ``on_error`` parameter keeps going past bad images.
+    PretrainedCNNFeaturizer : Its ``on_error`` parameter keeps going past bad images.
 
     Examples
     --------
