@@ -235,7 +235,7 @@ def _opened(item: Any) -> Iterator[Any]:
     from PIL import Image
 
     if isinstance(item, Image.Image):
-        yield item  # the caller's image: neither closed nor modified
+        yield item  # the caller's image: loaded, but never drafted nor closed
         return
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)

@@ -6,6 +6,7 @@ import io
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,7 +221,7 @@ def test_heic_is_read_once_skfeat_registers_pillow_heif():
 import io, sys
 import numpy as np, pillow_heif
 from PIL import Image
-sys.path.insert(0, "tests")
+sys.path.insert(0, sys.argv[2])
 from image_catalogue import CASES_BY_NAME
 from skfeat._inputs import decode
 case = CASES_BY_NAME["heic"]
@@ -239,7 +240,10 @@ print("ok")
 
     with tempfile.TemporaryDirectory() as folder:
         result = subprocess.run(
-            [sys.executable, "-c", code, folder], capture_output=True, text=True, check=False
+            [sys.executable, "-c", code, folder, str(Path(__file__).parent)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
     assert result.stdout.strip() == "ok", result.stderr
 
