@@ -8,12 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from image_catalogue import BAD_CASES, CASES_BY_NAME, GOOD_CASES, skip_reason, write_folder
 from PIL import ImageFile
 
 import skfeat
 from skfeat import check_images
 from skfeat.exceptions import InvalidInputError
+
+from image_catalogue import BAD_CASES, CASES_BY_NAME, GOOD_CASES, skip_reason, write_folder
 
 CASES = GOOD_CASES + [case for case in BAD_CASES if skip_reason(case) is None]
 COLUMNS = ["index", "item", "ok", "format", "mode", "width", "height", "error"]

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from image_catalogue import BAD_CASES, CASES_BY_NAME, GOOD_CASES, skip_reason, write_folder
 from PIL import Image, ImageFile
 
 from skfeat import PretrainedCNNFeaturizer
 from skfeat._inputs import ImageHeader, as_items, decode
 from skfeat._preprocess import DataConfig, resize_and_crop
 from skfeat.exceptions import ImageDecodeError, InvalidInputError
+
+from image_catalogue import BAD_CASES, CASES_BY_NAME, GOOD_CASES, skip_reason, write_folder
 
 RUNNABLE_BAD_CASES = [case for case in BAD_CASES if skip_reason(case) is None]
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from image_catalogue import BAD_CASES, GOOD_CASES, skip_reason, write_folder
 from PIL import Image
 
 from skfeat import PretrainedCNNFeaturizer
 from skfeat.exceptions import ImageDecodeError, ImageDecodeWarning
+
+from image_catalogue import BAD_CASES, GOOD_CASES, skip_reason, write_folder
 
 RUNNABLE_BAD_CASES = [case for case in BAD_CASES if skip_reason(case) is None]
 # The big bomb is refused from its header; the 10000-pixel-long images are the slowest good ones.
