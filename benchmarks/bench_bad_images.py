@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         f"torch_threads={torch.get_num_threads()} repeats={args.repeats}"
     )
     print(f"good only : {len(good_items)} images, median {good_median:.2f} s  {good_times}")
-    print(f"with bad  : {len(mixed_items)} inputs ({n_bad} bad), median {mixed_median:.2f} s")
+    print(
+        f"with bad  : {len(mixed_items)} inputs ({n_bad} bad), median {mixed_median:.2f} s  "
+        f"{mixed_times}"
+    )
     print(f"rows: {len(mixed_items)} in order, NaN exactly at the {n_bad} bad inputs")
     print(f"time ratio (with bad / good only): {mixed_median / good_median:.3f}")
     return 0
