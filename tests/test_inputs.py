@@ -368,3 +368,13 @@ def test_damaged_exif_block_does_not_lose_the_picture(sample_photos):
     Image.fromarray(sample_photos[1]).save(buffer, "JPEG", exif=b"Exif\x00\x00MM\x00*garbage")
     decoded = decode(buffer.getvalue(), 0)
     assert decoded.shape == sample_photos[1].shape
+
+
+def test_decode_error_keeps_its_facts_through_pickling():
+    import pickle
+
+    with pytest.raises(ImageDecodeError) as raised:
+        decode(None, 4)
+    copy = pickle.loads(pickle.dumps(raised.value))  # as it comes back from a worker process
+    assert (copy.index, copy.source, copy.cause) == (4, "None", "the item is None, not an image")
+    assert str(copy) == str(raised.value)
