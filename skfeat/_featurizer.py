@@ -62,6 +62,15 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Threads that decode and resize images while the model runs. None uses all
         cores (at most 8); negative values count back from all cores.
+    cache : None, True, str, path or ActivationCache, default=None
+        Reuse features across transforms, clones, CV folds and grid candidates.
+        A directory path (or an :class:`~skfeat.ActivationCache` on disk) also shares
+        them between processes and sessions; True uses a per-user cache folder;
+        an ``ActivationCache()`` without a directory keeps them in memory. Entries
+        are keyed by image content, model, weights, preprocessing and precision.
+        On a miss every named pooling (but ``"flatten"``) of the model's usual
+        stages is stored too, so a grid search over ``layer`` and ``pooling`` runs
+        the backbone about once per image. Callable poolings are not cached.
     progress : bool, default=False
         Show a progress bar with images per second.
 
@@ -115,6 +124,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         batch_size: int = 32,
         device: str = "auto",
         n_jobs: int | None = None,
+        cache: Any = None,
         progress: bool = False,
     ) -> None:
         self.model = model
@@ -125,6 +135,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.n_jobs = n_jobs
+        self.cache = cache
         self.progress = progress
 
     # -- validation -------------------------------------------------------------------
@@ -158,6 +169,12 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             self._param_error("device", "a str such as 'auto', 'cpu' or 'cuda:0'", TypeError)
         if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0):
             self._param_error("n_jobs", "None or a non-zero int")
+        if not _is_cache_param(self.cache):
+            self._param_error(
+                "cache",
+                "None, True (a per-user cache folder), a directory path or an ActivationCache",
+                TypeError,
+            )
         if not isinstance(self.progress, (bool, np.bool_)):
             self._param_error("progress", "a bool", TypeError)
 
@@ -199,6 +216,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             The fitted featurizer.
         """
         from skfeat._backends import resolve_backend
+        from skfeat._caching import cache_layers
         from skfeat._extract import Target
 
         self._check_params()
@@ -221,6 +239,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self._backend = backend
         self._targets = targets
         self._classifier = architecture.classifier
+        self._cache_layers = cache_layers(architecture)
         self._feature_names = np.asarray(names, dtype=object)
         self.layers_ = [info.name for info in infos]
         self.layer_shapes_ = {info.name: info.shape for info in infos}
@@ -242,26 +261,70 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         X_new : ndarray of shape (n_images, n_features_out_), dtype float32
             Row ``i`` holds the features of image ``i``.
         """
-        from skfeat._runtime import featurize
-
         check_is_fitted(self)
         items = self._check_input(X, reset=False)
-        features, _failures = featurize(
-            items,
-            backend=self._backend,
-            data_config=self.data_config_,
-            targets=self._targets,
-            classifier=self._classifier,
-            n_features=self.n_features_out_,
-            batch_size=self.batch_size,
-            device=self.device,
-            n_jobs=self.n_jobs,
-            progress=self.progress,
-        )
+        features, _failures = self._featurize_through_cache(items)
         if self.normalize == "l2":
             norms = np.linalg.norm(features, axis=1, keepdims=True)
             np.divide(features, norms, out=features, where=norms > 0)
         return features
+
+    def _featurize(
+        self,
+        items: list[Any],
+        targets: Any = None,
+        n_features: int | None = None,
+        positions: Any = None,
+    ) -> tuple[np.ndarray, list[Any]]:
+        """Run the engine on ``items`` (the fitted targets unless others are given)."""
+        from skfeat._runtime import featurize
+
+        return featurize(
+            items,
+            backend=self._backend,
+            data_config=self.data_config_,
+            targets=self._targets if targets is None else targets,
+            classifier=self._classifier,
+            n_features=self.n_features_out_ if n_features is None else n_features,
+            batch_size=self.batch_size,
+            device=self.device,
+            n_jobs=self.n_jobs,
+            progress=self.progress,
+            positions=positions,
+        )
+
+    def _featurize_through_cache(self, items: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        """The engine behind the activation cache: only images the cache lacks are run."""
+        from skfeat._caching import (
+            cacheable,
+            compute_signature,
+            featurize_cached,
+            namespace_key,
+            resolve_cache,
+        )
+        from skfeat._runtime import resolve_n_threads
+
+        cache = resolve_cache(self.cache)
+        if cache is None or not cacheable(self._targets):
+            return self._featurize(items)
+        model_key = self._backend.key
+        signature = compute_signature("fp32")
+        fingerprint = self.data_config_.fingerprint()
+        return featurize_cached(
+            items,
+            cache=cache,
+            namespace=namespace_key(model_key, fingerprint, signature),
+            description={
+                "model": model_key,
+                "preprocessing": self.data_config_,
+                "compute": signature,
+            },
+            targets=self._targets,
+            stage_layers=self._cache_layers,
+            n_features=self.n_features_out_,
+            compute=self._featurize,
+            n_threads=resolve_n_threads(self.n_jobs),
+        )
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the output columns: layer, pooling and channel.
@@ -289,6 +352,14 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "n_features_out_")
+
+
+def _is_cache_param(cache: Any) -> bool:
+    from skfeat._cache import ActivationCache
+
+    if cache is None or isinstance(cache, (bool, ActivationCache)):
+        return True
+    return isinstance(cache, (str, os.PathLike)) and bool(os.fspath(cache))
 
 
 def _is_int(value: Any) -> bool:
