@@ -148,17 +148,25 @@ def _file_key(path: str) -> str:
     info = os.stat(path)
     # Hashing is skipped only for a file this process already hashed and that has
     # not changed since (same inode, size and times), as make and git do.
-    identity = (os.path.realpath(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    identity = (
+        os.path.realpath(path),
+        info.st_ino,
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+    )
     with _FILE_DIGESTS_LOCK:
         known = _FILE_DIGESTS.get(identity)
     if known is not None:
         return known
     digest = hashlib.blake2b(digest_size=16)
+    digest.update(len(b"encoded").to_bytes(8, "little") + b"encoded")
     with open(path, "rb") as handle:
+        # Laid out as _digest(b"encoded", data): a file and its bytes share a key.
+        digest.update(os.fstat(handle.fileno()).st_size.to_bytes(8, "little"))
         while block := handle.read(_READ_BLOCK):
             digest.update(block)
-    file_hash = digest.digest()
-    key = _digest(b"encoded", b"", file_hash)  # same key as bytes(...) of the file
+    key = digest.hexdigest()
     with _FILE_DIGESTS_LOCK:
         _FILE_DIGESTS[identity] = key
         if len(_FILE_DIGESTS) > _FILE_DIGESTS_MAX:

@@ -80,7 +80,9 @@ def get_model(backend: Backend, device: Any, classifier: str | None) -> Prepared
     """The loaded backbone for this process, loading it on first use."""
     if isinstance(backend, ModuleBackend):
         per_module = _MODULE_REGISTRY.setdefault(backend.module, {})
-        key: Any = (str(backend.weights), str(device))
+        # The weights' fingerprint, not their name: a file replaced in place or a
+        # module changed in place must not be served from the stale copy.
+        key: Any = (backend.key, str(device))
         registry: dict[Any, PreparedModel] = per_module
     else:
         key = (os.getpid(), backend.key, str(device))
