@@ -69,16 +69,19 @@ class _State:
     described: set[str] = field(default_factory=set)
 
 
-_STATES: weakref.WeakValueDictionary[tuple[str, str], _State] = weakref.WeakValueDictionary()
+# In-memory stores live as long as a handle does; on-disk ones only hold counters,
+# kept for the process so that ActivationCache(path).stats() counts earlier work.
+_MEMORY_STATES: weakref.WeakValueDictionary[str, _State] = weakref.WeakValueDictionary()
+_DISK_STATES: dict[str, _State] = {}
 _STATES_LOCK = threading.Lock()
 
 
-def _shared_state(key: tuple[str, str]) -> _State:
+def _shared_state(registry: Any, key: str) -> _State:
     with _STATES_LOCK:
-        state = _STATES.get(key)
+        state = registry.get(key)
         if state is None:
             state = _State()
-            _STATES[key] = state
+            registry[key] = state
         return state
 
 
@@ -167,9 +170,10 @@ class ActivationCache:
         self._directory = None if directory is None else Path(directory).expanduser().absolute()
         self._max_bytes = None if max_bytes is None else int(max_bytes)
         self._token = _token or uuid.uuid4().hex
-        store = "memory" if self._directory is None else "disk"
-        where = self._token if self._directory is None else os.fspath(self._directory)
-        self._state = _shared_state((store, where))
+        if self._directory is None:
+            self._state = _shared_state(_MEMORY_STATES, self._token)
+        else:
+            self._state = _shared_state(_DISK_STATES, os.fspath(self._directory))
 
     # -- the handle ----------------------------------------------------------------------
 
@@ -244,8 +248,10 @@ class ActivationCache:
             return
         for root, _dirs, files in os.walk(self._directory, topdown=False):
             for name in files:
-                if name.endswith(ENTRY_SUFFIX) or name.startswith(_TEMP_PREFIX) or (
-                    name == _INFO_FILE
+                if (
+                    name.endswith(ENTRY_SUFFIX)
+                    or name.startswith(_TEMP_PREFIX)
+                    or (name == _INFO_FILE)
                 ):
                     _remove(os.path.join(root, name))
             if root != os.fspath(self._directory):

@@ -245,7 +245,9 @@ def featurize_cached(
     failed rows are filled by it and never stored. Identical images are computed once.
     """
     requested = _unique([c for t in targets for c in _components_of(t.layer, str(t.pooling))])
-    stages = [c for layer in stage_layers for p in STORED_POOLINGS for c in _components_of(layer, p)]
+    stages = [
+        c for layer in stage_layers for p in STORED_POOLINGS for c in _components_of(layer, p)
+    ]
     fresh_components = _unique([*requested, *stages])
     needed = [component.name for component in requested]
 

@@ -189,9 +189,7 @@ def test_one_pass_serves_every_stage_and_named_pooling(counted_model, random_ima
                 continue
             featurizer = _featurizer(model, layer=layer, pooling=pooling, cache=cache)
             got = featurizer.fit_transform(random_images)
-            expected = _featurizer(model, layer=layer, pooling=pooling).fit_transform(
-                random_images
-            )
+            expected = _featurizer(model, layer=layer, pooling=pooling).fit_transform(random_images)
             np.testing.assert_array_equal(got, expected)
     uncached_runs = 22 * len(random_images)
     assert log.images() == len(random_images) + uncached_runs  # the cached runs were free
@@ -328,7 +326,9 @@ def test_other_weights_file_misses(tiny_model, random_images, tmp_path):
     torch.save(tiny_model.state_dict(), path)
     cache = ActivationCache()
     original = _featurizer(tiny_model, weights=path, cache=cache).fit_transform(random_images)
-    state = {k: v + 0.05 if v.is_floating_point() else v for k, v in tiny_model.state_dict().items()}
+    state = {
+        k: v + 0.05 if v.is_floating_point() else v for k, v in tiny_model.state_dict().items()
+    }
     other_path = tmp_path / "other.pth"
     torch.save(state, other_path)
     other = _featurizer(tiny_model, weights=other_path, cache=cache).fit_transform(random_images)
@@ -553,7 +553,7 @@ def test_concurrent_writers_share_one_directory(tmp_path):
     files = _entry_files(directory)
     assert len(files) == 24
     assert all(decode_entry(file.read_bytes()) is not None for file in files)
-    assert not [p for p in directory.rglob(".tmp-*")]
+    assert not list(directory.rglob(".tmp-*"))
     images = np.random.default_rng(0).integers(0, 256, size=(24, 40, 40, 3), dtype=np.uint8)
     from conftest import make_tiny_backbone
 
