@@ -242,78 +242,73 @@ def featurize_cached(
 
     ``compute(items, targets, n_features, positions)`` runs the engine and returns
     the matrix and its failures (objects with ``index``, the position in ``items``);
-    failed rows are filled by it and never stored. Identical images are computed once.
+    failed rows are filled by it and never stored. Identical images are computed
+    once. Lookups and computations go by chunks, so memory does not grow with the
+    number of images.
     """
     requested = _unique([c for t in targets for c in _components_of(t.layer, str(t.pooling))])
     stages = [
         c for layer in stage_layers for p in STORED_POOLINGS for c in _components_of(layer, p)
     ]
-    fresh_components = _unique([*requested, *stages])
     needed = [component.name for component in requested]
 
     with ThreadPoolExecutor(max_workers=max(1, n_threads)) as pool:
         keys = list(pool.map(content_key, items))
-    first: dict[str, int] = {}
-    for position, key in enumerate(keys):
-        if key is not None:
-            first.setdefault(key, position)
-    unique_keys = list(first)
-    found = dict(zip(unique_keys, cache.get_many(namespace, unique_keys), strict=True))
+    first: dict[str, int] = {}  # image key -> the first position holding it
+    source = [  # position -> the position whose row it gets (itself unless a duplicate)
+        position if key is None else first.setdefault(key, position)
+        for position, key in enumerate(keys)
+    ]
 
-    entries: dict[str, Entry] = {}
+    output = np.empty((len(items), n_features), dtype=np.float32)
     fresh: list[int] = []  # never seen: compute the stages too
-    partial: list[int] = []  # seen, but not with these components; or not keyable
-    for key, position in first.items():
-        entry = found[key]
-        if entry is not None and all(name in entry for name in needed):
-            entries[key] = entry
-        else:
-            (fresh if entry is None else partial).append(position)
-    cache.record(hits=len(entries), misses=len(fresh) + len(partial))
-    unkeyed = [position for position, key in enumerate(keys) if key is None]
+    partial: dict[int, Entry] = {}  # seen, but without some requested component
+    unique = list(first.items())
+    for start in range(0, len(unique), _CHUNK):
+        chunk = unique[start : start + _CHUNK]
+        found = cache.get_many(namespace, [key for key, _ in chunk])
+        for (_key, position), entry in zip(chunk, found, strict=True):
+            if entry is None:
+                fresh.append(position)
+            elif all(name in entry for name in needed):
+                output[position] = _assemble(entry, targets, n_features)
+            else:
+                partial[position] = entry
+    cache.record(hits=len(unique) - len(fresh) - len(partial), misses=len(fresh) + len(partial))
 
-    computed_rows: dict[int, np.ndarray] = {}  # position -> row, for images not stored
+    unkeyed = [position for position, key in enumerate(keys) if key is None]
     failures: list[Any] = []
     storing = True
     for positions, components in (
-        (fresh, fresh_components),
-        (sorted(partial + unkeyed), requested),
+        (fresh, _unique([*requested, *stages])),
+        (sorted([*partial, *unkeyed]), requested),
     ):
         engine_targets, width = _engine_targets(components)
         for start in range(0, len(positions), _CHUNK):
-            chunk = positions[start : start + _CHUNK]
+            chunk_positions = positions[start : start + _CHUNK]
             matrix, chunk_failures = compute(
-                [items[p] for p in chunk], engine_targets, width, chunk
+                [items[p] for p in chunk_positions], engine_targets, width, chunk_positions
             )
-            failed = {failure.index for failure in chunk_failures}
             failures += chunk_failures
+            failed = {failure.index for failure in chunk_failures}
             new_entries: dict[str, Entry] = {}
-            for row, position in enumerate(chunk):
-                key = keys[position]
+            for row, position in enumerate(chunk_positions):
                 values = {
                     component.name: matrix[row, target.start : target.stop]
                     for component, target in zip(components, engine_targets, strict=True)
                 }
-                if key is None or position in failed or not _finite(values):
-                    computed_rows[position] = _assemble(values, targets, n_features)
-                    continue
-                merged = {**(found.get(key) or {}), **values}
-                entries[key] = merged
-                new_entries[key] = merged
+                output[position] = _assemble(values, targets, n_features)
+                key = keys[position]
+                if key is not None and position not in failed and _finite(values):
+                    new_entries[key] = {**partial.get(position, {}), **values}
             if storing:
                 storing = _store(cache, namespace, description, new_entries)
 
-    output = np.empty((len(items), n_features), dtype=np.float32)
     errors = {failure.index: failure for failure in failures}
-    for position, key in enumerate(keys):
-        if position in computed_rows:
-            output[position] = computed_rows[position]
-        elif key is not None and key in entries:
-            output[position] = _assemble(entries[key], targets, n_features)
-        else:  # a duplicate of an image that failed: same row, same failure
-            origin = first[key]  # type: ignore[index]
-            output[position] = computed_rows[origin]
-            if origin in errors:
+    for position, origin in enumerate(source):
+        if origin != position:
+            output[position] = output[origin]
+            if origin in errors:  # a duplicate of an image that failed: same failure
                 failures.append(_replace_index(errors[origin], position))
     failures.sort(key=lambda failure: failure.index)
     return output, failures

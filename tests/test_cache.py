@@ -621,14 +621,26 @@ def test_grid_search_runs_the_backbone_once_per_image(counted_model):
     cache = ActivationCache()
     search = _grid_search(model, cache, n_jobs=1).fit(images, labels)
     assert log.images() <= 1.1 * len(images)
-    scores = search.cv_results_["mean_test_score"]
     before = log.images()
     again = _grid_search(model, cache, n_jobs=1).fit(images, labels)
     assert log.images() == before  # a second identical search runs nothing
-    np.testing.assert_array_equal(again.cv_results_["mean_test_score"], scores)
+    np.testing.assert_array_equal(
+        again.cv_results_["mean_test_score"], search.cv_results_["mean_test_score"]
+    )
+
+
+@pytest.mark.slow
+def test_grid_search_scores_match_uncached(counted_model):
+    model, log = counted_model
+    images, labels = _grid_data(24)
+    cached = _grid_search(model, ActivationCache(), n_jobs=1).fit(images, labels)
+    before = log.images()
     uncached = _grid_search(model, None, n_jobs=1).fit(images, labels)
-    np.testing.assert_array_equal(uncached.cv_results_["mean_test_score"], scores)
     assert log.images() - before == 28 * len(images)  # 9 candidates x 3 folds + refit
+    np.testing.assert_array_equal(
+        cached.cv_results_["mean_test_score"], uncached.cv_results_["mean_test_score"]
+    )
+    assert cached.best_params_ == uncached.best_params_
 
 
 @pytest.mark.slow
