@@ -86,7 +86,9 @@ def _shared_state(registry: Any, key: str) -> _State:
 
 
 def _restore(directory: str | None, max_bytes: int | None, token: str) -> ActivationCache:
-    return ActivationCache(directory, max_bytes=max_bytes, _token=token)
+    cache = ActivationCache.__new__(ActivationCache)
+    cache._open(None if directory is None else Path(directory), max_bytes, token)
+    return cache
 
 
 class ActivationCache:
@@ -142,8 +144,6 @@ class ActivationCache:
         self,
         directory: str | os.PathLike[str] | None = None,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
-        *,
-        _token: str | None = None,
     ) -> None:
         if directory is not None and not isinstance(directory, (str, os.PathLike)):
             raise TypeError(
@@ -167,9 +167,14 @@ class ActivationCache:
                 f"ActivationCache's max_bytes must be >= 0 or None (no limit). "
                 f"Got {max_bytes!r} instead."
             )
-        self._directory = None if directory is None else Path(directory).expanduser().absolute()
-        self._max_bytes = None if max_bytes is None else int(max_bytes)
-        self._token = _token or uuid.uuid4().hex
+        path = None if directory is None else Path(directory).expanduser().absolute()
+        self._open(path, None if max_bytes is None else int(max_bytes), uuid.uuid4().hex)
+
+    def _open(self, directory: Path | None, max_bytes: int | None, token: str) -> None:
+        """Attach this handle to its store (shared by every handle to it in this process)."""
+        self._directory = directory
+        self._max_bytes = max_bytes
+        self._token = token
         if self._directory is None:
             self._state = _shared_state(_MEMORY_STATES, self._token)
         else:
@@ -260,21 +265,21 @@ class ActivationCache:
                 except OSError:
                     pass  # not empty: holds files that are not ours
 
-    # -- used by the featurizer --------------------------------------------------------
+    # -- used by skfeat._caching (not public) ------------------------------------------
 
-    def record(self, *, hits: int, misses: int) -> None:
+    def _record(self, *, hits: int, misses: int) -> None:
         """Count lookups: ``hits`` images found, ``misses`` images to compute."""
         with self._state.lock:
             self._state.hits += hits
             self._state.misses += misses
 
-    def get_many(self, namespace: str, keys: Iterable[str]) -> list[Entry | None]:
+    def _get_many(self, namespace: str, keys: Iterable[str]) -> list[Entry | None]:
         """The entry of each image key, or None where there is none (or it was damaged)."""
         if self._directory is None:
             return [self._memory_get(namespace, key) for key in keys]
         return [self._disk_get(namespace, key) for key in keys]
 
-    def put_many(self, namespace: str, entries: Mapping[str, Entry]) -> None:
+    def _put_many(self, namespace: str, entries: Mapping[str, Entry]) -> None:
         """Store entries (replacing older ones), then evict down to ``max_bytes``.
 
         Raises
@@ -301,7 +306,7 @@ class ActivationCache:
         if over:
             self._disk_evict()
 
-    def describe(self, namespace: str, description: Mapping[str, Any]) -> None:
+    def _describe(self, namespace: str, description: Mapping[str, Any]) -> None:
         """Write what a namespace stands for beside its entries, for people browsing it."""
         if self._directory is None or namespace in self._state.described:
             return

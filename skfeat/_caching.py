@@ -266,7 +266,7 @@ def featurize_cached(
     unique = list(first.items())
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
-        found = cache.get_many(namespace, [key for key, _ in chunk])
+        found = cache._get_many(namespace, [key for key, _ in chunk])
         for (_key, position), entry in zip(chunk, found, strict=True):
             if entry is None:
                 fresh.append(position)
@@ -274,7 +274,7 @@ def featurize_cached(
                 output[position] = _assemble(entry, targets, n_features)
             else:
                 partial[position] = entry
-    cache.record(hits=len(unique) - len(fresh) - len(partial), misses=len(fresh) + len(partial))
+    cache._record(hits=len(unique) - len(fresh) - len(partial), misses=len(fresh) + len(partial))
 
     unkeyed = [position for position, key in enumerate(keys) if key is None]
     failures: list[Any] = []
@@ -345,8 +345,8 @@ def _store(
     if not entries:
         return True
     try:
-        cache.describe(namespace, description)
-        cache.put_many(namespace, entries)
+        cache._describe(namespace, description)
+        cache._put_many(namespace, entries)
     except OSError as err:
         import warnings
 

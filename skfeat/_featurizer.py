@@ -91,6 +91,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     See Also
     --------
+    skfeat.ActivationCache : The store behind ``cache``, with its size limit and stats.
     skfeat.list_layers : Layer names of a model, with their output shapes.
     skfeat.list_poolings : The named poolings.
 

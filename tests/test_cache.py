@@ -443,7 +443,7 @@ def test_write_failure_warns_and_returns_features(tiny_model, random_images, tmp
     def full_disk(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ActivationCache, "put_many", full_disk)
+    monkeypatch.setattr(ActivationCache, "_put_many", full_disk)
     with pytest.warns(CacheWarning, match=r"Could not write to the activation cache .*No space"):
         features = _featurizer(tiny_model, cache=cache).fit_transform(random_images)
     np.testing.assert_array_equal(features, _featurizer(tiny_model).fit_transform(random_images))
