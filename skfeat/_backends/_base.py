@@ -20,8 +20,10 @@ __all__ = [
     "OFFLINE_HINT",
     "Backend",
     "file_fingerprint",
+    "is_weights_path",
     "load_state_dict_file",
     "load_weights_into",
+    "require_file",
     "seeded_init",
 ]
 
@@ -96,11 +98,21 @@ def is_weights_path(weights: Any) -> bool:
     return _is_path(weights)
 
 
+def require_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`WeightsUnavailableError` unless ``path`` is an existing file."""
+    if not os.path.isfile(path):
+        raise WeightsUnavailableError(
+            f"The weights file {os.fspath(path)!r} does not exist. Pass the path of a "
+            "state_dict saved with torch.save(model.state_dict(), path)."
+        )
+
+
 def file_fingerprint(path: str | os.PathLike[str]) -> str:
     """Hash of a weights file's size and the bytes at its start and end.
 
     Cheap even for large files, and it changes when the file is replaced.
     """
+    require_file(path)
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -131,11 +143,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     import torch
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise WeightsUnavailableError(
-            f"The weights file {path!r} does not exist. Pass the path of a state_dict "
-            "saved with torch.save(model.state_dict(), path)."
-        )
+    require_file(path)
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
