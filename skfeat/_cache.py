@@ -294,15 +294,16 @@ class ActivationCache:
                 self._memory_put(namespace, key, entry)
             return
         written = sum(self._disk_put(namespace, key, entry) for key, entry in entries.items())
+        if self._max_bytes is None:
+            return
         state = self._state
         with state.lock:
-            if state.disk_bytes is None:
-                state.disk_bytes = -1  # unknown: scan below
-            else:
+            # The size is what the last scan found plus what this process wrote since;
+            # a scan (which also sees other processes' entries) runs when it is unknown
+            # or past the limit.
+            if state.disk_bytes is not None:
                 state.disk_bytes += written
-            over = state.disk_bytes < 0 or (
-                self._max_bytes is not None and state.disk_bytes > self._max_bytes
-            )
+            over = state.disk_bytes is None or state.disk_bytes > self._max_bytes
         if over:
             self._disk_evict()
 
