@@ -240,7 +240,9 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self._backend = backend
         self._targets = targets
         self._classifier = architecture.classifier
-        self._cache_layers = cache_layers(architecture)
+        # The stages a cache miss stores for other grid candidates (none without a cache).
+        caching = self.cache is not None and self.cache is not False
+        self._cache_layers = cache_layers(architecture) if caching else []
         self._feature_names = np.asarray(names, dtype=object)
         self.layers_ = [info.name for info in infos]
         self.layer_shapes_ = {info.name: info.shape for info in infos}

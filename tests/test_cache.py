@@ -400,7 +400,7 @@ def test_unreadable_image_is_named_by_its_own_index(tiny_model, random_images, t
 def test_failed_rows_are_never_stored(tiny_model, random_images):
     from skfeat._runtime import featurize
 
-    featurizer = _featurizer(tiny_model).fit(random_images)
+    featurizer = _featurizer(tiny_model, cache=ActivationCache()).fit(random_images)
 
     def compute(items, targets, n_features, positions):
         return featurize(
@@ -566,7 +566,7 @@ def test_concurrent_writers_share_one_directory(tmp_path):
 
 
 def test_cache_layers_are_the_usual_stages(tiny_model, random_images):
-    featurizer = _featurizer(tiny_model).fit(random_images)
+    featurizer = _featurizer(tiny_model, cache=ActivationCache()).fit(random_images)
     assert [info.name for info in featurizer._cache_layers] == [
         "stem",
         "stage1",
@@ -574,10 +574,11 @@ def test_cache_layers_are_the_usual_stages(tiny_model, random_images):
         "pool",
         "penultimate",
     ]
-    resnet = PretrainedCNNFeaturizer("resnet18", weights=None).fit(random_images)
+    resnet = PretrainedCNNFeaturizer("resnet18", weights=None, cache=True).fit(random_images)
     names = [info.name for info in resnet._cache_layers]
     assert {"layer1", "layer2", "layer3", "layer4", "penultimate"} <= set(names)
     assert not [name for name in names if name.startswith("layer1.")]  # blocks are not stages
+    assert PretrainedCNNFeaturizer("resnet18", weights=None).fit(random_images)._cache_layers == []
     mobilenet = PretrainedCNNFeaturizer("mobilenet_v2", weights=None).fit(random_images)
     names = [info.name for info in cache_layers(_architecture_of(mobilenet))]
     assert [f"features.{i}" for i in range(19)] == [n for n in names if n.startswith("features.")]
