@@ -76,9 +76,32 @@ class Backend(ABC):
     def build(self) -> torch.nn.Module:
         """The architecture with deterministic random weights (callable under a meta device)."""
 
+    def load(self, head: str | None = None) -> tuple[torch.nn.Module, bool]:
+        """The architecture with its weights, in eval mode, on the CPU.
+
+        ``head`` names the final classifier, which a weights file may leave out.
+        Returns the module and whether the head's weights were loaded.
+        """
+        if self.weights is None:
+            return self.build().eval(), True
+        if is_weights_path(self.weights):
+            return self.load_file(self.weights, head)
+        return self.load_named().eval(), True
+
+    def load_file(self, path: str | os.PathLike[str], head: str | None) -> tuple[Any, bool]:
+        """The architecture with a state_dict file's weights."""
+        module = self.build()
+        state = self.read_state_dict(path, module)
+        head_loaded = load_weights_into(module, state, repr(os.fspath(path)), head)
+        return module.eval(), head_loaded
+
+    def read_state_dict(self, path: str | os.PathLike[str], module: Any) -> dict[str, Any]:
+        """Read a weights file, in the source's own key layout."""
+        return load_state_dict_file(path)
+
     @abstractmethod
-    def load(self) -> torch.nn.Module:
-        """The architecture with its weights, in eval mode, on the CPU."""
+    def load_named(self) -> torch.nn.Module:
+        """The architecture with the weights named by the ``weights`` tag."""
 
     @abstractmethod
     def data_config(self) -> DataConfig:
