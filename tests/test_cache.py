@@ -654,3 +654,16 @@ def test_parallel_grid_search_shares_the_disk_store(counted_model, tmp_path):
     before = log.images()
     _grid_search(model, cache, n_jobs=2).fit(images, labels)
     assert log.images() == before
+
+
+def test_a_cache_handle_does_not_import_torch(tmp_path):
+    code = (
+        "import sys, pickle\n"
+        "from skfeat import ActivationCache, PretrainedCNNFeaturizer\n"
+        f"cache = ActivationCache({str(tmp_path)!r})\n"
+        "PretrainedCNNFeaturizer('resnet18', cache=cache)\n"
+        "pickle.loads(pickle.dumps(cache)).stats()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
