@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ActivationCache": "skfeat._cache",
     "PretrainedCNNFeaturizer": "skfeat._featurizer",
+    "check_images": "skfeat._check",
     "list_layers": "skfeat._discovery",
     "list_models": "skfeat._backends",
     "list_poolings": "skfeat._pooling",
@@ -26,6 +27,7 @@ __all__ = [
     "ActivationCache",
     "PretrainedCNNFeaturizer",
     "__version__",
+    "check_images",
     "exceptions",
     "list_layers",
     "list_models",

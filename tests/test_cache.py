@@ -667,3 +667,21 @@ def test_a_cache_handle_does_not_import_torch(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize("on_error", ["nan", "zeros"])
+def test_on_error_rows_with_a_cache(tiny_model, random_images, on_error):
+    from skfeat.exceptions import ImageDecodeWarning
+
+    cache = ActivationCache()
+    featurizer = _featurizer(tiny_model, cache=cache, on_error=on_error).fit(random_images)
+    items = [random_images[0], b"broken", random_images[1], b"broken"]
+    for _ in range(2):  # failures are never stored: the second call reports them again
+        with pytest.warns(ImageDecodeWarning, match=r"2 of 4 images"):
+            features = featurizer.transform(items)
+        fill = np.isnan if on_error == "nan" else (lambda rows: rows == 0)
+        assert fill(features[[1, 3]]).all()
+        np.testing.assert_array_equal(
+            features[[0, 2]], _featurizer(tiny_model).fit_transform(random_images[:2])
+        )
+    assert cache.stats()["entries"] == 2
