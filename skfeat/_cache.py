@@ -209,7 +209,7 @@ class ActivationCache:
     # -- public operations -------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counters and size of the store.
+        """Return the counters and size of the store.
 
         Returns
         -------
