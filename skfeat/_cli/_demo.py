@@ -7,7 +7,7 @@ cross-validation then works on the feature matrices.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +66,12 @@ def avg_max_gem(maps: Any) -> Any:
 
 def check_demo_dependencies() -> None:
     """Fail in one line, naming the pip command, when an optional module is missing."""
-    missing = [
-        dist for module, dist in _DEMO_MODULES.items() if importlib.util.find_spec(module) is None
-    ]
+    missing = []
+    for module, distribution in _DEMO_MODULES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(distribution)
     if missing:
         raise CommandError(
             f"the demo needs {', '.join(missing)}, which "
