@@ -236,10 +236,13 @@ def run_extract(
                 # Failed images are reported once, at the end, with their paths.
                 warnings.simplefilter("ignore", _decode_warning())
                 features = featurizer.transform(paths[start:stop])
-        except Exception as error:
+        except BaseException as error:
             if index > 0:
                 note(f"{index} of {n_chunks} chunks are saved; rerun with --resume to continue.")
-            raise _in_chunk(error, start, stop) from error
+            wrapped = _in_chunk(error, start, stop) if isinstance(error, Exception) else error
+            if wrapped is error:
+                raise
+            raise wrapped from error
         failed = (_failed_rows(features, on_error) + start).tolist()
         extra = writer.write(index, start, features)
         state.update(extra)

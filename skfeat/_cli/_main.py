@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("skfeat-demo.png"),
         metavar="PATH",
-        help="where to save the figure (PNG; default: ./skfeat-demo.png)",
+        help="PNG file for the figure (default: skfeat-demo.png)",
     )
     demo.add_argument(
         "--seed", type=int, default=0, help="seed of the cross-validation folds (default: 0)"
@@ -179,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--normalize", choices=["l2"], default=None, help="scale each row to unit norm"
     )
     extract.add_argument(
-        "--batch-size", type=_batch_size, default=32, metavar="N", help="images per forward pass"
+        "--batch-size",
+        type=_batch_size,
+        default=32,
+        metavar="N",
+        help="images per forward pass (default: 32)",
     )
     extract.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps...")
     extract.add_argument(
@@ -385,8 +389,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False))
-    if not debug:
-        warnings.showwarning = _show_warning
+    with warnings.catch_warnings():  # restores the caller's warning display on return
+        if not debug:
+            warnings.showwarning = _show_warning
+        return _run(args, debug)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
