@@ -535,3 +535,106 @@ def test_demo_prints_three_accuracies_and_saves_the_figure(tmp_path):
     assert "Best: layer=" in out
     assert f"Figure: {figure}" in out
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- options that depend on the featurizer's version ----------------------------------------
+
+
+def _featurizer_accepts(name: str) -> bool:
+    from skfeat import PretrainedCNNFeaturizer
+
+    return name in PretrainedCNNFeaturizer().get_params()
+
+
+@pytest.mark.skipif(not _featurizer_accepts("on_error"), reason="featurizer has no on_error")
+def test_extract_on_error_nan_keeps_rows_and_reports_them(capsys, image_folder):
+    root, paths = image_folder
+    for row in (3, 15):
+        Path(paths[row]).write_bytes(b"broken")
+    out = root.parent / "f.npy"
+    status, _, err = run_main(
+        capsys,
+        "extract",
+        root,
+        "-o",
+        out,
+        *MODEL_ARGS,
+        "-q",
+        "--chunk-size",
+        7,
+        "--on-error",
+        "nan",
+    )
+    assert status == 0, err
+    features = np.load(out)
+    failed = np.flatnonzero(np.isnan(features).all(axis=1))
+    assert failed.tolist() == [3, 15]
+    good = [p for i, p in enumerate(paths) if i not in (3, 15)]
+    np.testing.assert_allclose(
+        np.delete(features, [3, 15], axis=0), expected_features(good), atol=2e-6
+    )
+    assert f"2 of {N_IMAGES} images could not be read; their rows are NaN" in err
+    assert f"row 3: {paths[3]}" in err and f"row 15: {paths[15]}" in err
+
+
+@pytest.mark.skipif(_featurizer_accepts("on_error"), reason="featurizer has on_error")
+def test_on_error_refused_when_the_featurizer_lacks_it(capsys, image_folder):
+    root, _ = image_folder
+    status, _, err = run_main(
+        capsys, "extract", root, "-o", root.parent / "f.npy", "--on-error", "nan"
+    )
+    assert status == 1
+    assert_one_line_error(err, "--on-error is not supported by this version")
+
+
+@pytest.mark.skipif(not _featurizer_accepts("precision"), reason="featurizer has no precision")
+def test_extract_precision_fp32_matches_the_default(capsys, image_folder):
+    root, paths = image_folder
+    out = root.parent / "f.npy"
+    status, _, err = run_main(
+        capsys, "extract", root, "-o", out, *MODEL_ARGS, "-q", "--precision", "fp32"
+    )
+    assert status == 0, err
+    np.testing.assert_allclose(np.load(out), expected_features(paths), atol=2e-6)
+
+
+@pytest.mark.skipif(_featurizer_accepts("precision"), reason="featurizer has precision")
+def test_precision_refused_when_the_featurizer_lacks_it(capsys, image_folder):
+    root, _ = image_folder
+    status, _, err = run_main(
+        capsys, "extract", root, "-o", root.parent / "f.npy", "--precision", "fp32"
+    )
+    assert status == 1
+    assert_one_line_error(err, "--precision is not supported by this version")
+
+
+def _has_check_images() -> bool:
+    import skfeat
+
+    return "check_images" in skfeat.__all__
+
+
+@pytest.mark.skipif(not _has_check_images(), reason="skfeat.check_images is not in this version")
+def test_check_reports_bad_images(capsys, image_folder):
+    root, paths = image_folder
+    Path(paths[4]).write_bytes(b"")
+    Path(paths[9]).write_bytes(Path(paths[9]).read_bytes()[:40])  # truncated
+    report = root.parent / "scan.csv"
+    status, out, _ = run_main(capsys, "check", root, "--report", report)
+    assert status == 1
+    lines = out.splitlines()
+    assert lines[0] == f"{N_IMAGES} images: {N_IMAGES - 2} readable, 2 bad."
+    assert lines[1].startswith(f"  row 4: {paths[4]}: ")
+    assert lines[2].startswith(f"  row 9: {paths[9]}: ")
+    with report.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["item"] for row in rows] == paths
+    assert [row["ok"] for row in rows].count("False") == 2
+
+
+@pytest.mark.skipif(not _has_check_images(), reason="skfeat.check_images is not in this version")
+def test_check_all_readable_exits_zero(capsys, image_folder):
+    root, _ = image_folder
+    status, out, _ = run_main(capsys, "check", root)
+    assert status == 0
+    assert out.strip() == f"{N_IMAGES} images: {N_IMAGES} readable, 0 bad."

@@ -88,6 +88,13 @@ examples:
 """
 
 
+_CHECK_EPILOG = """\
+examples:
+  skfeat check photos/
+  skfeat check table.csv --column image_path --report scan.csv
+"""
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples' line breaks; a little wider than the default."""
 
@@ -255,6 +262,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--all", action="store_true", help="print every model name")
     models.set_defaults(handler=_run_models)
+
+    if "check_images" in skfeat.__all__:
+        check = commands.add_parser(
+            "check",
+            parents=[common],
+            help="find the images that cannot be read, and why (no model is loaded)",
+            description="Decode every image of SRC (as `skfeat extract` takes it) and report the\n"
+            "ones that fail, with the reason. Exit status 1 when any image is bad.",
+            epilog=_CHECK_EPILOG,
+            formatter_class=_Formatter,
+        )
+        check.add_argument("source", metavar="SRC", help="folder, glob, list of paths, CSV/Parquet")
+        check.add_argument("--column", metavar="NAME", help="column of image paths in a table SRC")
+        check.add_argument(
+            "--n-jobs", type=int, default=None, metavar="N", help="image decoding threads"
+        )
+        check.add_argument(
+            "--report", type=Path, default=None, metavar="CSV", help="write every row to CSV"
+        )
+        check.set_defaults(handler=_run_check)
     return parser
 
 
@@ -329,6 +356,16 @@ def _run_extract(args: argparse.Namespace) -> int:
     }
     run_extract(paths, args.output, options, metadata)
     return 0
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from skfeat._cli._check_command import check_report
+    from skfeat._cli._sources import image_paths
+
+    paths = image_paths(args.source, args.column)
+    text, n_bad = check_report(paths, n_jobs=args.n_jobs, report=args.report)
+    print(text)
+    return 1 if n_bad else 0
 
 
 def _run_layers(args: argparse.Namespace) -> int:
