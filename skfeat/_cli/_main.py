@@ -352,6 +352,8 @@ def _run_extract(args: argparse.Namespace) -> int:
         "layer": options.layer,
         "pooling": args.pooling,
         "normalize": args.normalize,
+        "precision": args.precision,
+        "on_error": args.on_error,
         "skfeat_version": skfeat.__version__,
     }
     run_extract(paths, args.output, options, metadata)

@@ -134,8 +134,8 @@ class ParquetWriter(Writer):
                     self._schema().metadata
                 )
                 writer.write_table(table, row_group_size=max(1, table.num_rows))
-        for index in range(n_chunks):
-            self._part(index).unlink()
+        # The parts stay until the caller removes the folder: a run killed from here
+        # on can still resume and rebuild the file.
         return [(final, output)]
 
 
