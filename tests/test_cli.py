@@ -638,3 +638,20 @@ def test_check_all_readable_exits_zero(capsys, image_folder):
     status, out, _ = run_main(capsys, "check", root)
     assert status == 0
     assert out.strip() == f"{N_IMAGES} images: {N_IMAGES} readable, 0 bad."
+
+
+def test_help_and_source_errors_do_not_import_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "from skfeat._cli import main\n"
+        "try:\n"
+        "    main(['extract', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"assert main(['extract', {str(tmp_path / 'nope')!r}, '-o', 'x.npy']) == 1\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env()
+    )
+    assert result.returncode == 0, result.stderr
