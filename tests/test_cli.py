@@ -655,3 +655,10 @@ def test_help_and_source_errors_do_not_import_torch(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env()
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_demo_output_folder_is_checked_first(capsys, tmp_path):
+    status, out, err = run_main(capsys, "demo", "--output", tmp_path / "missing" / "demo.png")
+    assert status == 1
+    assert out == ""
+    assert_one_line_error(err, "the folder does not exist. Pass --output with an existing folder")

@@ -83,6 +83,12 @@ def check_demo_dependencies() -> None:
 def run_demo(output: Path, *, seed: int = 0, n_jobs: int | None = None) -> DemoResult:
     """Run the demo, print its tables to stdout and save the figure to ``output``."""
     check_demo_dependencies()
+    output = Path(output).expanduser().resolve()
+    if not output.parent.is_dir():  # checked before a minute of work, not after
+        raise CommandError(
+            f"cannot save the figure to {str(output)!r}: the folder does not exist. "
+            "Pass --output with an existing folder."
+        )
     started = time.perf_counter()
     from skfeat import PretrainedCNNFeaturizer, load_flowers_sample
 
@@ -255,12 +261,6 @@ def _save_figure(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    output = Path(output).expanduser().resolve()
-    if not output.parent.is_dir():
-        raise CommandError(
-            f"cannot save the figure to {str(output)!r}: the folder does not exist. "
-            "Pass --output with an existing folder."
-        )
     embedding = make_pipeline(StandardScaler(), PCA(2, random_state=0))
     points = embedding.fit_transform(features)
     explained = embedding[-1].explained_variance_ratio_
