@@ -132,6 +132,10 @@ def run_demo(output: Path, *, seed: int = 0, n_jobs: int | None = None) -> DemoR
         _score(f"raw pixels, {PIXEL_SIZE}x{PIXEL_SIZE} RGB", pixel_features, y, pixel_rate, seed),
     ]
     _print_baselines(baselines)
+    print(
+        "(images/s include loading the model; the ImageNet pass also computes the tour's "
+        f"{len(TOUR_LAYERS) * len(TOUR_POOLINGS)} layer x pooling blocks.)"
+    )
 
     grid = np.zeros((len(TOUR_LAYERS), len(TOUR_POOLINGS)))
     grid_std = np.zeros_like(grid)
