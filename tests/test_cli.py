@@ -684,3 +684,26 @@ def test_extract_transforms_one_chunk_at_a_time(capsys, image_folder, monkeypatc
     )
     assert status == 0, err
     assert sizes == [9, 9, N_IMAGES - 18]
+
+
+@pytest.mark.slow
+def test_demo_tour_pass_holds_the_penultimate_and_each_pooling(random_images):
+    """The demo reads 'penultimate' and the 12 grid cells from one pass; check that holds."""
+    pytest.importorskip("timm")
+    from skfeat import PretrainedCNNFeaturizer
+    from skfeat._cli._demo import TOUR_LAYERS, _split_tour, avg_max_gem
+
+    images = list(random_images[:3])
+    tour = PretrainedCNNFeaturizer(
+        "efficientnet_lite0", weights=None, layer=list(TOUR_LAYERS), pooling=avg_max_gem, n_jobs=1
+    )
+    blocks = _split_tour(tour.fit_transform(images), tour.get_feature_names_out())
+    penultimate = PretrainedCNNFeaturizer("efficientnet_lite0", weights=None, n_jobs=1)
+    np.testing.assert_allclose(blocks[("bn2", "avg")], penultimate.fit_transform(images), rtol=1e-5)
+    for pooling in ("max", "gem"):
+        single = PretrainedCNNFeaturizer(
+            "efficientnet_lite0", weights=None, layer="blocks.5", pooling=pooling, n_jobs=1
+        )
+        np.testing.assert_allclose(
+            blocks[("blocks.5", pooling)], single.fit_transform(images), rtol=1e-5, atol=1e-6
+        )
