@@ -288,7 +288,11 @@ def _save_figure(
             alpha=0.9,
             label=name,
         )
-    ax_pca.set_title(f"PCA of the best features: {best[0]}, {best[1]} pooling")
+    ax_pca.set_title(
+        f"PCA of the best features: {best[0]}, {best[1]} pooling\n"
+        f"2 of {features.shape[1]} dimensions shown; the probe uses all of them",
+        fontsize=11,
+    )
     ax_pca.set_xlabel(f"PC 1 ({explained[0]:.0%} of variance)")
     ax_pca.set_ylabel(f"PC 2 ({explained[1]:.0%} of variance)")
     ax_pca.legend(
