@@ -707,3 +707,28 @@ def test_demo_tour_pass_holds_the_penultimate_and_each_pooling(random_images):
         np.testing.assert_allclose(
             blocks[("blocks.5", pooling)], single.fit_transform(images), rtol=1e-5, atol=1e-6
         )
+
+
+@pytest.mark.skipif(_featurizer_accepts("cache"), reason="featurizer has cache")
+def test_cache_refused_when_the_featurizer_lacks_it(capsys, image_folder):
+    root, _ = image_folder
+    status, _, err = run_main(
+        capsys, "extract", root, "-o", root.parent / "f.npy", "--cache", root.parent / "c"
+    )
+    assert status == 1
+    assert_one_line_error(err, "--cache is not supported by this version")
+
+
+@pytest.mark.skipif(not _featurizer_accepts("cache"), reason="featurizer has no cache")
+def test_extract_with_cache_gives_the_same_features_twice(capsys, image_folder):
+    root, paths = image_folder
+    cache = root.parent / "activations"
+    for name in ("first.npy", "second.npy"):
+        status, _, err = run_main(
+            capsys, "extract", root, "-o", root.parent / name, *MODEL_ARGS, "-q", "--cache", cache
+        )
+        assert status == 0, err
+    first, second = np.load(root.parent / "first.npy"), np.load(root.parent / "second.npy")
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, expected_features(paths), atol=2e-6)
+    assert any(cache.iterdir())

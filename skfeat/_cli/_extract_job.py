@@ -46,6 +46,7 @@ class ExtractOptions:
     device: str = "auto"
     precision: str | None = None
     on_error: str | None = None
+    cache: str | None = None
     n_jobs: int | None = None
     chunk_size: int = 1024
     list_column: bool = False
@@ -86,7 +87,8 @@ def build_featurizer(options: ExtractOptions) -> Any:
         "n_jobs": options.n_jobs,
         "progress": options.progress,
     }
-    for name, flag in (("precision", "--precision"), ("on_error", "--on-error")):
+    optional = (("precision", "--precision"), ("on_error", "--on-error"), ("cache", "--cache"))
+    for name, flag in optional:
         value = getattr(options, name)
         if value is None:
             continue

@@ -206,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an unreadable image: stop (raise), or keep its row as NaN or zeros",
     )
     extract.add_argument(
+        "--cache",
+        metavar="DIR",
+        default=None,
+        help="reuse activations stored in DIR across runs (where the featurizer supports it)",
+    )
+    extract.add_argument(
         "--n-jobs", type=int, default=None, metavar="N", help="image decoding threads"
     )
     extract.add_argument(
@@ -336,6 +342,7 @@ def _run_extract(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         on_error=args.on_error,
+        cache=args.cache,
         n_jobs=args.n_jobs,
         chunk_size=args.chunk_size,
         list_column=args.list_column,
