@@ -372,6 +372,8 @@ def test_resume_after_a_failed_chunk_gives_the_uninterrupted_file(capsys, image_
     assert "1 of 4 chunks are saved; rerun with --resume" in err
     # The index is counted over all images, not within the chunk.
     assert f"skfeat: error: Could not read image 8 ({str(broken)!r})" in err
+    if _featurizer_accepts("on_error"):  # the hint names the flag, not the Python parameter
+        assert "--on-error nan" in err and "on_error=" not in err
     assert not out.exists()
     state = json.loads((root.parent / "resumed.parquet.partial" / "state.json").read_text())
     assert state["chunks_done"] == 1
@@ -577,6 +579,8 @@ def test_extract_on_error_nan_keeps_rows_and_reports_them(capsys, image_folder):
     )
     assert f"2 of {N_IMAGES} images could not be read; their rows are NaN" in err
     assert f"row 3: {paths[3]}" in err and f"row 15: {paths[15]}" in err
+    if _has_check_images():  # the reason comes from the scan
+        assert f"row 3: {paths[3]}: cannot identify image file" in err
 
 
 @pytest.mark.skipif(_featurizer_accepts("on_error"), reason="featurizer has on_error")

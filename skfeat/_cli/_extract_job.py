@@ -30,6 +30,12 @@ __all__ = ["ExtractOptions", "ExtractReport", "check_output", "run_extract", "wo
 _STATE = "state.json"
 _STATE_VERSION = 1
 _LISTED_FAILURES = 10
+_CLI_WORDING = {
+    "Pass on_error='nan'": "Pass --on-error nan",
+    "on_error='nan'": "--on-error nan",
+    "on_error='zeros'": "--on-error zeros",
+    "skfeat.check_images(X)": "skfeat check SRC",
+}
 _IMAGE_INDEX = re.compile(r"(\bimage )(\d+)\b")
 
 
@@ -282,6 +288,8 @@ def _in_chunk(error: Exception, start: int, stop: int) -> Exception:
     if not isinstance(error, SkfeatError | OSError | ValueError | ImportError):
         return error
     message = " ".join(str(error).split())
+    for python, flag in _CLI_WORDING.items():  # say it the way this command line takes it
+        message = message.replace(python, flag)
     if start > 0:
         renumbered, count = _IMAGE_INDEX.subn(
             lambda m: f"{m.group(1)}{int(m.group(2)) + start}", message, count=1
@@ -298,7 +306,18 @@ def _report_failures(report: ExtractReport, paths: list[str], on_error: str | No
         f"{len(report.failed)} of {report.n_rows} images could not be read; their rows "
         f"are {fill} in {str(report.output)!r}:"
     )
-    for row in report.failed[:_LISTED_FAILURES]:
-        warn(f"  row {row}: {paths[row]}")
+    listed = report.failed[:_LISTED_FAILURES]
+    reasons = _reasons([paths[row] for row in listed])
+    for row, reason in zip(listed, reasons, strict=True):
+        warn(f"  row {row}: {paths[row]}" + (f": {reason}" if reason else ""))
     if len(report.failed) > _LISTED_FAILURES:
         warn(f"  ... and {len(report.failed) - _LISTED_FAILURES} more (rows all {fill}).")
+
+
+def _reasons(paths: list[str]) -> list[str | None]:
+    """Why each image cannot be read, from :func:`skfeat.check_images` where it exists."""
+    import skfeat
+
+    if "check_images" not in skfeat.__all__:
+        return [None] * len(paths)
+    return [row["error"] for row in skfeat.check_images(paths, as_frame=False)]
