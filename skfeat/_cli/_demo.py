@@ -235,13 +235,13 @@ def _print_grid(
     print(f"\nTour: CV accuracy by layer x pooling ({MODEL}, ImageNet weights, one pass)")
     labels = [_layer_label(layer, shapes[layer]) for layer in TOUR_LAYERS]
     width = max(len(label) for label in labels)
-    print(f"{'layer':<{width}}  " + "  ".join(f"{p:^15}" for p in TOUR_POOLINGS))
+    print((f"{'layer':<{width}}  " + "  ".join(f"{p:^15}" for p in TOUR_POOLINGS)).rstrip())
     for i, label in enumerate(labels):
         cells = []
         for j, pooling in enumerate(TOUR_POOLINGS):
             mark = "*" if (TOUR_LAYERS[i], pooling) == best else " "
             cells.append(f"{_pm(grid[i, j], grid_std[i, j])}{mark}")
-        print(f"{label:<{width}}  " + "  ".join(cells))
+        print((f"{label:<{width}}  " + "  ".join(cells)).rstrip())
     print("(bn2 is the last feature map; its avg pooling is the 'penultimate' embedding.)")
 
 
