@@ -17,6 +17,10 @@ sys.path.insert(0, str(ROOT))  # document the source tree, installed or not
 
 # The gallery runs offline: without this, timm retries the Hugging Face Hub for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Gallery examples that run ``python -m skfeat`` find this source tree, installed or not.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 import skfeat  # noqa: E402
 
@@ -110,5 +114,33 @@ def _link_scale_out(app, docname, source):
         source[0] = source[0].rstrip("\n") + "\n   /scale_out\n"
 
 
+def _write_cli_help(app) -> None:
+    """Write the ``--help`` of the ``skfeat`` command and its subcommands for cli.rst."""
+    import contextlib
+    import io
+
+    from skfeat._cli import build_parser
+
+    folder = DOCS / "generated" / "cli"
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "88"  # argparse wraps to the terminal width; fix it
+    try:
+        for command in CLI_COMMANDS:
+            text = io.StringIO()
+            with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
+                build_parser().parse_args([*command.split(), "--help"])
+            (folder / f"{command or 'skfeat'}.txt").write_text(text.getvalue(), "utf-8")
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+
+
+CLI_COMMANDS = ["", "demo", "extract", "layers", "models", "check"]
+
+
 def setup(app):
+    app.connect("builder-inited", _write_cli_help)
     app.connect("source-read", _link_scale_out)
