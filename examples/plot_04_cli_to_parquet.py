@@ -31,16 +31,20 @@ print(sorted(folder.name for folder in photos.iterdir()))
 # %%
 # Extract
 # -------
-# In a shell this is ``skfeat extract photos/ -o features.parquet``; from Python we run
-# the same command as a subprocess (``python -m skfeat`` is the ``skfeat`` command).
+# In a shell, in the folder above ``photos``, this is
+# ``skfeat extract photos -o features.parquet``; here we run the same command as a
+# subprocess (``python -m skfeat`` is the ``skfeat`` command).
 # The folder is searched recursively and the images are processed in path order.
 import subprocess
 import sys
 
-output = workdir / "features.parquet"
-command = ["extract", str(photos), "-o", str(output), "--model", "efficientnet_lite0", "-q"]
+command = "extract photos -o features.parquet --model efficientnet_lite0 --quiet"
 result = subprocess.run(
-    [sys.executable, "-m", "skfeat", *command], capture_output=True, text=True, check=True
+    [sys.executable, "-m", "skfeat", *command.split()],
+    cwd=workdir,
+    capture_output=True,
+    text=True,
+    check=True,
 )
 print(result.stderr)
 
@@ -51,7 +55,7 @@ print(result.stderr)
 # :meth:`~skfeat.PretrainedCNNFeaturizer.get_feature_names_out` names them.
 import pandas as pd
 
-features = pd.read_parquet(output)
+features = pd.read_parquet(workdir / "features.parquet")
 print(features.shape)
 features.iloc[:3, :4]
 
@@ -77,7 +81,7 @@ import numpy as np
 
 from skfeat import PretrainedCNNFeaturizer
 
-first = features["path"].iloc[:4].tolist()
+first = [workdir / path for path in features["path"].iloc[:4]]
 in_python = PretrainedCNNFeaturizer("efficientnet_lite0").fit_transform(first)
 print(np.allclose(X.iloc[:4].to_numpy(), in_python, atol=1e-5))
 
