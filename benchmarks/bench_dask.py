@@ -1,4 +1,4 @@
-"""Throughput of ``skfeat.dask`` on a LocalCluster with 1 and 2 workers, against local ``transform``.
+"""Throughput of ``skfeat.dask`` on a LocalCluster of 1 and 2 workers, against ``transform``.
 
 Every configuration featurizes the same images, side by side in each round, and the figures
 are medians over the rounds, after one warm-up round (which loads the model in every process):
@@ -73,15 +73,17 @@ def main() -> None:
         )
         for n in (1, 2)
     }
-    clients = {n: distributed.Client(cluster, set_as_default=False) for n, cluster in clusters.items()}
+    clients = {
+        n: distributed.Client(cluster, set_as_default=False) for n, cluster in clusters.items()
+    }
     configs: dict[str, Callable[[], object]] = {
         "local, 1 torch thread": local(1),
         f"local, all torch threads ({default_threads})": local(default_threads),
     }
     for n, client in clients.items():
-        configs[f"dask, {n} worker{'s' * (n > 1)}"] = (
-            lambda client=client: client.compute(featurize(series, featurizer)).result()
-        )
+        configs[f"dask, {n} worker{'s' * (n > 1)}"] = lambda client=client: client.compute(
+            featurize(series, featurizer)
+        ).result()
     try:
         cold = {name: _timed(run) for name, run in configs.items()}  # loads the models
         times: dict[str, list[float]] = {name: [] for name in configs}
