@@ -69,7 +69,7 @@ def main() -> None:
 
     clusters = {
         n: distributed.LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         for n in (1, 2)
     }

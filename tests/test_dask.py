@@ -52,7 +52,7 @@ def _load_count() -> int:
 def client():
     """A LocalCluster of two single-threaded worker processes, shared by the module."""
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
     with cluster, distributed.Client(cluster) as client:
         yield client
