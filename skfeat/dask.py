@@ -90,7 +90,8 @@ def featurize(data: Any, featurizer: Any, *, column: str | None = None) -> Any:
     ...     Image.fromarray(pixels).save(buffer, format="PNG")
     ...     return buffer.getvalue()
     >>> table = pd.DataFrame({"image": [png(i) for i in range(6)]}, index=range(10, 16))
-    >>> ddf = dd.from_pandas(table, npartitions=3)
+    >>> with dask.config.set({"dataframe.convert-string": False}):  # keep bytes as bytes
+    ...     ddf = dd.from_pandas(table, npartitions=3)
     >>> featurizer = PretrainedCNNFeaturizer("resnet18", weights=None, n_jobs=1)
     >>> features = featurize(ddf, featurizer, column="image")
     >>> features.npartitions, features.columns[0]
@@ -159,7 +160,8 @@ def featurize_array(
     ...     buffer = __import__("io").BytesIO()
     ...     Image.fromarray(pixels).save(buffer, format="PNG")
     ...     return buffer.getvalue()
-    >>> images = dd.from_pandas(pd.Series([png(i) for i in range(5)]), npartitions=2)
+    >>> with dask.config.set({"dataframe.convert-string": False}):  # keep bytes as bytes
+    ...     images = dd.from_pandas(pd.Series([png(i) for i in range(5)]), npartitions=2)
     >>> featurizer = PretrainedCNNFeaturizer("resnet18", weights=None, n_jobs=1)
     >>> features = featurize_array(images, featurizer)
     >>> features.chunks
