@@ -303,6 +303,101 @@ def test_grid_search_under_the_dask_joblib_backend_matches_local(client, image_t
     )
 
 
+class BatchLog:
+    """A forward pre-hook that appends each batch's size to a file, from any process.
+
+    Registered on a module, it travels with every copy of the featurizer (clones,
+    the worker processes), so the file counts every image through the backbone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __call__(self, _module, inputs) -> None:
+        if inputs[0].device.type == "meta":  # layer tracing in fit is not an image
+            return
+        with open(self.path, "a") as handle:
+            handle.write(f"{inputs[0].shape[0]}\n")
+
+    def images(self) -> int:
+        if not os.path.exists(self.path):
+            return 0
+        with open(self.path) as handle:
+            return sum(int(line) for line in handle if line.strip())
+
+
+@pytest.mark.slow
+def test_grid_search_on_the_cluster_with_a_shared_disk_cache_runs_each_image_about_once(
+    client, tiny_model, tmp_path
+):
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    import skfeat
+
+    if not hasattr(skfeat, "ActivationCache"):
+        pytest.skip("skfeat.ActivationCache is not part of this version")
+    log = BatchLog(tmp_path / "forward-log.txt")
+    tiny_model.register_forward_pre_hook(log)
+    rng = np.random.default_rng(1)
+    images = list(rng.integers(0, 256, size=(24, 40, 40, 3), dtype=np.uint8))
+    y = np.arange(24) % 2
+
+    def search(cache):
+        featurizer = PretrainedCNNFeaturizer(tiny_model, n_jobs=1, batch_size=8, cache=cache)
+        grid = {
+            "pretrainedcnnfeaturizer__layer": ["stage1", "stage2"],
+            "pretrainedcnnfeaturizer__pooling": ["avg", "max"],
+        }
+        pipeline = make_pipeline(featurizer, LogisticRegression(max_iter=200))
+        return GridSearchCV(pipeline, grid, cv=2, n_jobs=-1)
+
+    with joblib.parallel_config(backend="dask"):
+        cached = search(skfeat.ActivationCache(tmp_path / "store")).fit(images, y)
+    # 4 candidates x 2 folds + the refit would be 9 passes per image without the cache;
+    # two workers may both miss on an image before either has stored it
+    assert log.images() <= 2 * len(images), log.images()
+    uncached = search(None).fit(images, y)  # local, for the reference scores
+    np.testing.assert_allclose(
+        cached.cv_results_["mean_test_score"], uncached.cv_results_["mean_test_score"]
+    )
+
+
+@pytest.mark.parametrize(
+    "scheduler", ["synchronous", pytest.param("client", marks=pytest.mark.slow)]
+)
+def test_on_error_fills_bad_rows_as_locally(scheduler, request, image_table, tmp_path):
+    import inspect
+
+    if "on_error" not in inspect.signature(PretrainedCNNFeaturizer).parameters:
+        pytest.skip("PretrainedCNNFeaturizer has no on_error parameter in this version")
+    from skfeat.exceptions import ImageDecodeWarning
+
+    request.getfixturevalue(scheduler)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    table = image_table.copy()
+    bad_rows = [1, 9, 13]  # in partitions 0, 2 and 3
+    table.iloc[bad_rows, table.columns.get_loc("path")] = str(bad)
+    featurizer = make_featurizer(on_error="nan").fit(table[["path"]])
+    with pytest.warns(ImageDecodeWarning):
+        local = featurizer.transform(table[["path"]])
+    ddf = dd.from_pandas(table, npartitions=N_PARTITIONS)
+
+    # on a cluster the warning is raised, and logged, on the workers
+    if scheduler == "synchronous":
+        with pytest.warns(ImageDecodeWarning):
+            result = featurize(ddf, featurizer, column="path").compute()
+    else:
+        result = featurize(ddf, featurizer, column="path").compute()
+
+    assert np.isnan(local[bad_rows]).all()
+    assert result.index.equals(table.index)
+    np.testing.assert_allclose(result.to_numpy(), local, rtol=0, atol=1e-5, equal_nan=True)
+
+
 # -- client-side checks (no cluster needed) --------------------------------------------
 
 
