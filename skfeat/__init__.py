@@ -14,7 +14,9 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it; imported on first access (PEP 562).
 _LAZY = {
+    "ActivationCache": "skfeat._cache",
     "PretrainedCNNFeaturizer": "skfeat._featurizer",
+    "check_images": "skfeat._check",
     "list_layers": "skfeat._discovery",
     "list_models": "skfeat._backends",
     "list_poolings": "skfeat._pooling",
@@ -22,8 +24,10 @@ _LAZY = {
 }
 
 __all__ = [
+    "ActivationCache",
     "PretrainedCNNFeaturizer",
     "__version__",
+    "check_images",
     "exceptions",
     "list_layers",
     "list_models",

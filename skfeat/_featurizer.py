@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import numbers
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,13 +18,14 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from skfeat._inputs import as_items, input_column_name
+from skfeat._inputs import as_items, decode_warning, input_column_name, with_on_error_hint
 from skfeat._pooling import POOLINGS
-from skfeat.exceptions import UnknownLayerError
+from skfeat.exceptions import ImageDecodeError, UnknownLayerError
 
 __all__ = ["PretrainedCNNFeaturizer"]
 
 _ARCHITECTURES: dict[tuple[str, int], Any] = {}
+_ON_ERROR = ("raise", "nan", "zeros")
 
 
 class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
@@ -62,6 +64,24 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Threads that decode and resize images while the model runs. None uses all
         cores (at most 8); negative values count back from all cores.
+    on_error : {"raise", "nan", "zeros"}, default="raise"
+        What an unreadable image does (missing, truncated, not an image, a bad
+        array...). ``"raise"`` stops with an :class:`~skfeat.exceptions.ImageDecodeError`
+        naming the first one by index and path. ``"nan"`` and ``"zeros"`` keep going:
+        the output still has one row per input, in order, the failed rows are filled
+        with NaN or zeros, and one :class:`~skfeat.exceptions.ImageDecodeWarning` per
+        call lists how many failed and the first few (its ``errors`` attribute holds
+        them all). A bad image never changes the rows of the others.
+        :func:`skfeat.check_images` finds unreadable images without running the model.
+    cache : None, True, str, path or ActivationCache, default=None
+        Reuse features across transforms, clones, CV folds and grid candidates.
+        A directory path (or an :class:`~skfeat.ActivationCache` on disk) also shares
+        them between processes and sessions; True uses a per-user cache folder;
+        an ``ActivationCache()`` without a directory keeps them in memory. Entries
+        are keyed by image content, model, weights, preprocessing and precision.
+        On a miss every named pooling (but ``"flatten"``) of the model's usual
+        stages is stored too, so a grid search over ``layer`` and ``pooling`` runs
+        the backbone about once per image. Callable poolings are not cached.
     progress : bool, default=False
         Show a progress bar with images per second.
 
@@ -82,6 +102,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     See Also
     --------
+    skfeat.ActivationCache : The store behind ``cache``, with its size limit and stats.
     skfeat.list_layers : Layer names of a model, with their output shapes.
     skfeat.list_poolings : The named poolings.
 
@@ -91,6 +112,11 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     there; the estimator holds only names, so it pickles in a few kB and each worker
     of a parallel search loads the weights once. :meth:`fit` reads no image and no
     weights: it checks the parameters and resolves layers and preprocessing.
+
+    :meth:`transform` sets no attribute, so one fitted featurizer may transform from
+    several threads or workers at once. The images that failed in a call are in the
+    warning it emits (``errors``), and, with ``on_error="nan"``, are the rows where
+    ``np.isnan(X_new).all(axis=1)``; :func:`skfeat.check_images` lists them up front.
 
     Examples
     --------
@@ -115,6 +141,8 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         batch_size: int = 32,
         device: str = "auto",
         n_jobs: int | None = None,
+        on_error: str = "raise",
+        cache: Any = None,
         progress: bool = False,
     ) -> None:
         self.model = model
@@ -125,6 +153,8 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.n_jobs = n_jobs
+        self.on_error = on_error
+        self.cache = cache
         self.progress = progress
 
     # -- validation -------------------------------------------------------------------
@@ -158,6 +188,14 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             self._param_error("device", "a str such as 'auto', 'cpu' or 'cuda:0'", TypeError)
         if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0):
             self._param_error("n_jobs", "None or a non-zero int")
+        if not _is_cache_param(self.cache):
+            self._param_error(
+                "cache",
+                "None, True (a per-user cache folder), a directory path or an ActivationCache",
+                TypeError,
+            )
+        if not isinstance(self.on_error, str) or self.on_error not in _ON_ERROR:
+            self._param_error("on_error", f"a str among {list(_ON_ERROR)}")
         if not isinstance(self.progress, (bool, np.bool_)):
             self._param_error("progress", "a bool", TypeError)
 
@@ -199,6 +237,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             The fitted featurizer.
         """
         from skfeat._backends import resolve_backend
+        from skfeat._caching import cache_layers
         from skfeat._extract import Target
 
         self._check_params()
@@ -221,6 +260,9 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self._backend = backend
         self._targets = targets
         self._classifier = architecture.classifier
+        # The stages a cache miss stores for other grid candidates (none without a cache).
+        caching = self.cache is not None and self.cache is not False
+        self._cache_layers = cache_layers(architecture) if caching else []
         self._feature_names = np.asarray(names, dtype=object)
         self.layers_ = [info.name for info in infos]
         self.layer_shapes_ = {info.name: info.shape for info in infos}
@@ -240,28 +282,91 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         Returns
         -------
         X_new : ndarray of shape (n_images, n_features_out_), dtype float32
-            Row ``i`` holds the features of image ``i``.
-        """
-        from skfeat._runtime import featurize
+            Row ``i`` holds the features of image ``i``; with ``on_error="nan"`` or
+            ``"zeros"`` the rows of unreadable images are NaN or zeros.
 
+        Raises
+        ------
+        ImageDecodeError
+            With ``on_error="raise"``, for the first image that cannot be read.
+
+        Warns
+        -----
+        ImageDecodeWarning
+            With ``on_error="nan"`` or ``"zeros"``, once, when some images could not
+            be read.
+        """
         check_is_fitted(self)
         items = self._check_input(X, reset=False)
-        features, _failures = featurize(
-            items,
-            backend=self._backend,
-            data_config=self.data_config_,
-            targets=self._targets,
-            classifier=self._classifier,
-            n_features=self.n_features_out_,
-            batch_size=self.batch_size,
-            device=self.device,
-            n_jobs=self.n_jobs,
-            progress=self.progress,
-        )
+        try:
+            features, failures = self._featurize_through_cache(items)
+        except ImageDecodeError as error:
+            raise with_on_error_hint(error) from error.__cause__
+        if failures:
+            errors = [failure.error for failure in failures]
+            warnings.warn(decode_warning(errors, len(items), self.on_error), stacklevel=2)
         if self.normalize == "l2":
             norms = np.linalg.norm(features, axis=1, keepdims=True)
             np.divide(features, norms, out=features, where=norms > 0)
         return features
+
+    def _featurize(
+        self,
+        items: list[Any],
+        targets: Any = None,
+        n_features: int | None = None,
+        positions: Any = None,
+    ) -> tuple[np.ndarray, list[Any]]:
+        """Run the engine on ``items`` (the fitted targets unless others are given)."""
+        from skfeat._runtime import featurize
+
+        return featurize(
+            items,
+            backend=self._backend,
+            data_config=self.data_config_,
+            targets=self._targets if targets is None else targets,
+            classifier=self._classifier,
+            n_features=self.n_features_out_ if n_features is None else n_features,
+            batch_size=self.batch_size,
+            device=self.device,
+            n_jobs=self.n_jobs,
+            progress=self.progress,
+            on_error=self.on_error,
+            positions=positions,
+        )
+
+    def _featurize_through_cache(self, items: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        """The engine behind the activation cache: only images the cache lacks are run."""
+        from skfeat._caching import (
+            cacheable,
+            compute_signature,
+            featurize_cached,
+            namespace_key,
+            resolve_cache,
+        )
+        from skfeat._runtime import resolve_n_threads
+
+        cache = resolve_cache(self.cache)
+        if cache is None or not cacheable(self._targets):
+            return self._featurize(items)
+        model_key = self._backend.key
+        signature = compute_signature("fp32")
+        fingerprint = self.data_config_.fingerprint()
+        return featurize_cached(
+            items,
+            cache=cache,
+            namespace=namespace_key(model_key, fingerprint, signature),
+            description={
+                "model": model_key,
+                "preprocessing": self.data_config_,
+                "compute": signature,
+            },
+            targets=self._targets,
+            stage_layers=self._cache_layers,
+            n_features=self.n_features_out_,
+            compute=self._featurize,
+            n_threads=resolve_n_threads(self.n_jobs),
+        )
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the output columns: layer, pooling and channel.
@@ -289,6 +394,14 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "n_features_out_")
+
+
+def _is_cache_param(cache: Any) -> bool:
+    from skfeat._cache import ActivationCache
+
+    if cache is None or isinstance(cache, (bool, ActivationCache)):
+        return True
+    return isinstance(cache, (str, os.PathLike)) and bool(os.fspath(cache))
 
 
 def _is_int(value: Any) -> bool:

@@ -80,7 +80,9 @@ def get_model(backend: Backend, device: Any, classifier: str | None) -> Prepared
     """The loaded backbone for this process, loading it on first use."""
     if isinstance(backend, ModuleBackend):
         per_module = _MODULE_REGISTRY.setdefault(backend.module, {})
-        key: Any = (str(backend.weights), str(device))
+        # The weights' fingerprint, not their name: a file replaced in place or a
+        # module changed in place must not be served from the stale copy.
+        key: Any = (backend.key, str(device))
         registry: dict[Any, PreparedModel] = per_module
     else:
         key = (os.getpid(), backend.key, str(device))
@@ -138,6 +140,7 @@ def featurize(
     n_jobs: int | None,
     progress: bool,
     on_error: str = "raise",
+    positions: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, list[Failure]]:
     """Compute the ``(len(items), n_features)`` float32 feature matrix, row i for item i.
 
@@ -145,6 +148,10 @@ def featurize(
     :class:`ImageDecodeError`. With ``"nan"`` or ``"zeros"`` its row is filled with
     that value, the other images of its batch are computed as usual, and the
     failures are returned beside the matrix.
+
+    ``positions`` says where each item sits in the caller's input (default: its index
+    in ``items``), so errors and failures name the image as the user numbered it when
+    only some items are computed (the activation cache's misses).
     """
     import torch
 
@@ -159,6 +166,7 @@ def featurize(
     n_images = len(items)
     output = np.empty((n_images, n_features), dtype=np.float32)
     keep_going = on_error != "raise"
+    labels = range(n_images) if positions is None else positions
     failures: list[Failure] = []
     bar = _progress_bar(n_images, progress)
     n_threads = resolve_n_threads(n_jobs)
@@ -171,7 +179,7 @@ def featurize(
             if start is not None:
                 stop = min(start + batch_size, n_images)
                 futures = [
-                    pool.submit(_prepare_one, items[i], i, data_config, keep_going)
+                    pool.submit(_prepare_one, items[i], labels[i], data_config, keep_going)
                     for i in range(start, stop)
                 ]
                 pending.append((start, futures))
