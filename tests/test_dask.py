@@ -335,10 +335,8 @@ def test_grid_search_on_the_cluster_with_a_shared_disk_cache_runs_each_image_abo
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import make_pipeline
 
-    import skfeat
+    from skfeat import ActivationCache
 
-    if not hasattr(skfeat, "ActivationCache"):
-        pytest.skip("skfeat.ActivationCache is not part of this version")
     log = BatchLog(tmp_path / "forward-log.txt")
     tiny_model.register_forward_pre_hook(log)
     rng = np.random.default_rng(1)
@@ -355,7 +353,7 @@ def test_grid_search_on_the_cluster_with_a_shared_disk_cache_runs_each_image_abo
         return GridSearchCV(pipeline, grid, cv=2, n_jobs=-1)
 
     with joblib.parallel_config(backend="dask"):
-        cached = search(skfeat.ActivationCache(tmp_path / "store")).fit(images, y)
+        cached = search(ActivationCache(tmp_path / "store")).fit(images, y)
     # 4 candidates x 2 folds + the refit would be 9 passes per image without the cache;
     # two workers may both miss on an image before either has stored it
     assert log.images() <= 2 * len(images), log.images()
@@ -365,14 +363,39 @@ def test_grid_search_on_the_cluster_with_a_shared_disk_cache_runs_each_image_abo
     )
 
 
+@pytest.mark.slow
+def test_featurize_with_a_shared_disk_cache_reads_it_on_the_second_run(
+    client, tiny_model, random_images, tmp_path
+):
+    from skfeat import ActivationCache
+
+    log = BatchLog(tmp_path / "forward-log.txt")
+    tiny_model.register_forward_pre_hook(log)
+    expected = PretrainedCNNFeaturizer(tiny_model, layer="stage2", n_jobs=1).fit_transform(
+        random_images
+    )
+    before = log.images()
+    featurizer = PretrainedCNNFeaturizer(
+        tiny_model, layer="stage2", n_jobs=1, cache=ActivationCache(tmp_path / "store")
+    )
+    series = pd.Series(list(random_images), index=np.arange(len(random_images)) * 10)
+    with dask.config.set({"dataframe.convert-string": False}):  # keep arrays as arrays
+        images = dd.from_pandas(series, npartitions=4)
+
+    first = featurize(images, featurizer).compute()
+    after_first = log.images()
+    second = featurize(images, featurizer).compute()
+
+    assert after_first - before == len(random_images)
+    assert log.images() == after_first  # every partition was read from the shared store
+    np.testing.assert_allclose(first.to_numpy(), expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(second.to_numpy(), first.to_numpy())
+
+
 @pytest.mark.parametrize(
     "scheduler", ["synchronous", pytest.param("client", marks=pytest.mark.slow)]
 )
 def test_on_error_fills_bad_rows_as_locally(scheduler, request, image_table, tmp_path):
-    import inspect
-
-    if "on_error" not in inspect.signature(PretrainedCNNFeaturizer).parameters:
-        pytest.skip("PretrainedCNNFeaturizer has no on_error parameter in this version")
     from skfeat.exceptions import ImageDecodeWarning
 
     request.getfixturevalue(scheduler)
