@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from skfeat._inputs import as_items, input_column_name
 from skfeat._pooling import POOLINGS
+from skfeat._precision import PRECISIONS
 from skfeat.exceptions import UnknownLayerError
 
 __all__ = ["PretrainedCNNFeaturizer"]
@@ -55,10 +56,21 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         ``"logits"``) pass through ``"avg"``, ``"max"`` and ``"flatten"`` unchanged.
     normalize : {None, "l2"}, default=None
         ``"l2"`` scales each row to unit Euclidean norm.
-    batch_size : int, default=32
-        Images per forward pass. Results do not depend on it.
+    batch_size : int or "auto", default="auto"
+        Images per forward pass. ``"auto"`` uses 32 on CPU (the measured sweet spot of
+        small CPUs) and, on CUDA, the largest power of two up to 256 that an estimate of
+        free GPU memory allows. On out-of-memory the batch is halved and retried, and
+        the size that worked is kept for the process. Results do not depend on it.
     device : str, default="auto"
         ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        Arithmetic of the backbone (autocast); pooling and the output stay float32.
+        ``"auto"`` picks bf16 on CPUs with native bf16 (AVX512-BF16 or AMX) and bf16
+        or fp16 on CUDA, but only for backbones whose reduced-precision features were
+        measured faithful to fp32 (cosine >= 0.99 per image, linear probe within 1
+        point): ``"efficientnet_lite0"`` and ``"mobilenet_v2"``. Everywhere else it is
+        fp32. ``"bf16"`` on a CPU without native bf16 runs emulated, several times
+        slower than fp32, and warns; ``"fp16"`` on a CPU warns and runs fp32.
     n_jobs : int or None, default=None
         Threads that decode and resize images while the model runs. None uses all
         cores (at most 8); negative values count back from all cores.
@@ -112,8 +124,9 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         layer: str | list[str] = "penultimate",
         pooling: str | Callable[[Any], Any] = "avg",
         normalize: str | None = None,
-        batch_size: int = 32,
+        batch_size: int | str = "auto",
         device: str = "auto",
+        precision: str = "auto",
         n_jobs: int | None = None,
         progress: bool = False,
     ) -> None:
@@ -124,6 +137,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self.normalize = normalize
         self.batch_size = batch_size
         self.device = device
+        self.precision = precision
         self.n_jobs = n_jobs
         self.progress = progress
 
@@ -152,10 +166,12 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             self._param_error("pooling", f"a str among {sorted(POOLINGS)} or a callable")
         if self.normalize not in (None, "l2"):
             self._param_error("normalize", "None or 'l2'")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            self._param_error("batch_size", "an int >= 1")
+        if self.batch_size != "auto" and (not _is_int(self.batch_size) or self.batch_size < 1):
+            self._param_error("batch_size", "'auto' or an int >= 1")
         if not isinstance(self.device, str):
             self._param_error("device", "a str such as 'auto', 'cpu' or 'cuda:0'", TypeError)
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
+            self._param_error("precision", f"one of {PRECISIONS}")
         if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0):
             self._param_error("n_jobs", "None or a non-zero int")
         if not isinstance(self.progress, (bool, np.bool_)):
@@ -255,6 +271,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             n_features=self.n_features_out_,
             batch_size=self.batch_size,
             device=self.device,
+            precision=self.precision,
             n_jobs=self.n_jobs,
             progress=self.progress,
         )

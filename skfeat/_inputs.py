@@ -121,8 +121,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def decode(item: Any, index: int) -> np.ndarray:
+def decode(item: Any, index: int, *, min_side: int | None = None) -> np.ndarray:
     """Decode one item into an upright ``(H, W, 3)`` uint8 RGB array.
+
+    With ``min_side``, a JPEG file or bytes may be decoded at 1/2, 1/4 or 1/8 scale
+    (libjpeg's DCT scaling, ``PIL.Image.draft``), as far as its short side stays
+    at least ``min_side`` pixels. Other formats, PIL images and arrays are unaffected.
 
     Raises
     ------
@@ -132,7 +136,7 @@ def decode(item: Any, index: int) -> np.ndarray:
     try:
         if isinstance(item, np.ndarray):
             return array_to_rgb(item)
-        return pil_to_rgb(_open(item))
+        return pil_to_rgb(_open(item, min_side))
     except ImageDecodeError:
         raise
     except (OSError, ValueError, TypeError, SyntaxError) as err:
@@ -142,7 +146,7 @@ def decode(item: Any, index: int) -> np.ndarray:
         ) from err
 
 
-def _open(item: Any) -> Any:
+def _open(item: Any, min_side: int | None = None) -> Any:
     from PIL import Image
 
     if isinstance(item, Image.Image):
@@ -151,12 +155,19 @@ def _open(item: Any) -> Any:
         path = Path(item)
         if path.is_dir():
             raise ValueError("the path is a directory, not an image file")
-        return Image.open(path)
+        return _draft(Image.open(path), min_side)
     if isinstance(item, (bytes, bytearray, memoryview)):
-        return Image.open(io.BytesIO(bytes(item)))
+        return _draft(Image.open(io.BytesIO(bytes(item))), min_side)
     if item is None:
         raise TypeError("the item is None, not an image")
     raise TypeError(f"expected a path, bytes, a PIL image or an array, got {type(item).__name__}")
+
+
+def _draft(image: Any, min_side: int | None) -> Any:
+    # Pillow picks the largest scale in (8, 4, 2, 1) that keeps both sides >= min_side.
+    if min_side and image.format == "JPEG":
+        image.draft(None, (min_side, min_side))
+    return image
 
 
 def pil_to_rgb(image: Any) -> np.ndarray:
