@@ -36,6 +36,10 @@ class TorchvisionBackend(Backend):
 
     source = "torchvision"
 
+    @property
+    def label(self) -> str:
+        return self.name  # as users write it: "resnet50"
+
     def _weights_enum(self) -> Any:
         from torchvision.models import get_model_weights
 
