@@ -33,8 +33,14 @@ def conv_bn_pairs(module: Any) -> list[tuple[str, str]]:
 
     from torch import fx, nn
 
+    class HookFreeTracer(fx.Tracer):
+        # fx calls non-leaf modules through __call__, which would run the module's
+        # forward hooks on proxies; calling forward directly keeps hooks out of tracing.
+        def call_module(self, m: Any, forward: Any, args: Any, kwargs: Any) -> Any:
+            return super().call_module(m, m.forward, args, kwargs)
+
     try:
-        graph = fx.symbolic_trace(module).graph
+        graph = HookFreeTracer().trace(module)
     except Exception:  # data-dependent control flow, custom ops: no folding
         return []
     modules = dict(module.named_modules())
