@@ -335,7 +335,7 @@ def _large_jpeg(sample_photos, long_side=3000):
 
 def test_draft_decode_keeps_the_short_side_at_least_min_side(sample_photos):
     data, (width, height) = _large_jpeg(sample_photos)  # 3000 x 2003
-    assert draft_min_side(DataConfig(256, 224)) == 512
+    assert draft_min_side(DataConfig(256, 224)) == 768
     full = decode(data, 0)
     assert full.shape == (height, width, 3)
     drafted = decode(data, 0, min_side=512)
@@ -360,7 +360,9 @@ def test_draft_decode_is_faithful_with_real_weights(sample_photos):
     finally:
         runtime.draft_min_side = original
     assert not np.array_equal(drafted, full)  # the draft path really ran
-    cosine = np.sum(drafted * full, 1) / np.linalg.norm(drafted, axis=1) / np.linalg.norm(full, axis=1)
+    cosine = (
+        np.sum(drafted * full, 1) / np.linalg.norm(drafted, axis=1) / np.linalg.norm(full, axis=1)
+    )
     assert cosine.min() >= 0.999
 
 
