@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 # The timm hub retries for about a minute before failing offline; tests never download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,9 +20,7 @@ MOBILENET_V2_BACKBONE = WEIGHTS_DIR / "mobilenet_v2_features_imagenet_torchvisio
 LITE0_TIMM = WEIGHTS_DIR / "tf_efficientnet_lite0_imagenet_timm.pth"
 
 
-def _stage(c_in: int, c_out: int):
-    from torch import nn
-
+def _stage(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
         nn.BatchNorm2d(c_out),
@@ -28,30 +28,28 @@ def _stage(c_in: int, c_out: int):
     )
 
 
-def make_tiny_backbone():
-    """A 3-stage CNN ending in a linear classifier, seeded, for fast tests."""
-    import torch
-    from torch import nn
+class TinyNet(nn.Module):
+    """Three strided conv stages, average pooling and a linear classifier."""
 
-    class TinyNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = _stage(3, 8)
-            self.stage1 = _stage(8, 16)
-            self.stage2 = _stage(16, 32)
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(32, 10)
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _stage(3, 8)
+        self.stage1 = _stage(8, 16)
+        self.stage2 = _stage(16, 32)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 10)
 
-        def forward(self, x):
-            x = self.stage2(self.stage1(self.stem(x)))
-            return self.fc(torch.flatten(self.pool(x), 1))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage2(self.stage1(self.stem(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
 
-    TinyNet.__qualname__ = "TinyNet"  # picklable by reference to this module
-    globals()["TinyNet"] = TinyNet
+
+def make_tiny_backbone() -> TinyNet:
+    """The tiny CNN with fixed weights and non-trivial BatchNorm statistics."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = TinyNet()
-        for module in model.modules():  # non-trivial BN statistics
+        for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)

@@ -349,3 +349,20 @@ def test_bytes_and_pil_inputs_roundtrip(sample_photos, tiny_model):
     Image.fromarray(sample_photos[1]).save(buffer, format="PNG")
     rows = _fit_transform([buffer.getvalue(), sample_photos[1]], model=tiny_model)
     np.testing.assert_array_equal(rows[0], rows[1])
+
+
+def test_fit_reads_nothing_and_fit_transform_runs_the_backbone_once(
+    monkeypatch, tiny_model, random_images
+):
+    import skfeat._runtime as runtime
+
+    calls = []
+    real = runtime.featurize
+    monkeypatch.setattr(
+        runtime, "featurize", lambda items, **kw: calls.append(1) or real(items, **kw)
+    )
+    featurizer = PretrainedCNNFeaturizer(tiny_model, n_jobs=1)
+    featurizer.fit(["/no/such/image.jpg"])  # fit reads no image
+    assert calls == []
+    featurizer.fit_transform(random_images)
+    assert calls == [1]

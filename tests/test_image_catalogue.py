@@ -12,9 +12,11 @@ import struct
 import zlib
 from pathlib import Path
 
-import image_catalogue
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
+
+import image_catalogue
 from image_catalogue import (
     BAD_CASES,
     CASES_BY_NAME,
@@ -27,7 +29,6 @@ from image_catalogue import (
     uint16_to_uint8,
     write_folder,
 )
-from PIL import Image, ImageOps
 
 # Stored format and PIL mode of the non-EXIF file cases.
 EXPECTED_FORMAT_AND_MODE = {

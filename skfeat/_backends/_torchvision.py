@@ -8,8 +8,6 @@ from skfeat._backends._base import (
     OFFLINE_HINT,
     Backend,
     is_weights_path,
-    load_state_dict_file,
-    load_weights_into,
     seeded_init,
 )
 from skfeat._preprocess import DataConfig
@@ -65,14 +63,7 @@ class TorchvisionBackend(Backend):
 
         return seeded_init(lambda: get_model(self.name, weights=None))
 
-    def load(self, head: str | None = None) -> tuple[Any, bool]:
-        if self.weights is None:
-            return self.build().eval(), True
-        if is_weights_path(self.weights):
-            module = self.build()
-            state = load_state_dict_file(self.weights)
-            head_loaded = load_weights_into(module, state, repr(str(self.weights)), head)
-            return module.eval(), head_loaded
+    def load_named(self) -> Any:
         member = self.weights_member()
         try:
             state = member.get_state_dict(progress=False, check_hash=True)
@@ -84,7 +75,7 @@ class TorchvisionBackend(Backend):
             ) from err
         module = self.build()
         module.load_state_dict(state)
-        return module.eval(), True
+        return module
 
     def data_config(self) -> DataConfig:
         member = self.weights_member() or self._weights_enum().DEFAULT
