@@ -173,7 +173,7 @@ def run_precision(args: argparse.Namespace) -> None:
         reference, speed = features_in(featurizer, paths, "fp32")
         base = probe_accuracy(reference, labels)
         print(f"| {name} | fp32 | 1 | 1 | 1 | {base:.3f} | {speed:.1f} |", flush=True)
-        for precision in ("bf16", "fp16"):
+        for precision in args.precisions.split(","):
             features, speed = features_in(featurizer, paths, precision)
             cos = cosine_rows(reference, features)
             acc = probe_accuracy(features, labels)
@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flowers", default="../shared/data/flowers5-128-ccby")
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--mobilenet-v2", default=None)
+    parser.add_argument("--precisions", default="bf16,fp16", help="compared with fp32")
     args = parser.parse_args(argv)
     import torch
 

@@ -385,8 +385,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-model", help=argparse.SUPPRESS)
     parser.add_argument("--rss-corpus", help=argparse.SUPPRESS)
     parser.add_argument("--rss-n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--from-json", default=None, help="only redraw table and plot")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        print(markdown(results))
+        if args.plot:
+            plot(results, args.plot)
+        return 0
     if args.rss_child:
         peak_rss_run(args)
         return 0
@@ -435,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"{model}: model-only {limits}", flush=True)
         del runners
+        if args.json:  # partial results survive an interrupted run
+            Path(args.json).write_text(json.dumps(results, indent=1))
     if args.memory:
         results["memory"] = memory_table(args, Path(args.corpus), len(paths))
     results["load_after"] = os.getloadavg()
