@@ -386,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-corpus", help=argparse.SUPPRESS)
     parser.add_argument("--rss-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--from-json", default=None, help="only redraw table and plot")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak RSS runs")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     if args.from_json:
@@ -399,6 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.n, args.repeats, args.memory = 60, 2, False
+    if args.memory_only:
+        paths = corpus_paths(Path(args.corpus), args.n)
+        memory = memory_table(args, Path(args.corpus), len(paths))
+        if args.json:
+            Path(args.json).write_text(json.dumps(memory, indent=1))
+        return 0
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = os.getloadavg()
