@@ -165,6 +165,7 @@ def run_precision(args: argparse.Namespace) -> None:
     models = {"efficientnet_lite0": PretrainedCNNFeaturizer("efficientnet_lite0")}
     if args.mobilenet_v2:
         models["mobilenet_v2"] = PretrainedCNNFeaturizer("mobilenet_v2", weights=args.mobilenet_v2)
+    models = {name: models[name] for name in args.models.split(",") if name in models}
     print(f"\n{len(paths)} images from {args.flowers}, linear probe: 5-fold stratified")
     print("\n| model | precision | min cosine | p1 cosine | median cosine | probe acc | img/s |")
     print("|---|---|---|---|---|---|---|")
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--mobilenet-v2", default=None)
     parser.add_argument("--precisions", default="bf16,fp16", help="compared with fp32")
+    parser.add_argument("--models", default="efficientnet_lite0,mobilenet_v2")
     args = parser.parse_args(argv)
     import torch
 

@@ -102,10 +102,30 @@ def v1_transform() -> Any:
 # -- approaches: each returns a function paths -> (n, d) features ---------------------------
 
 
+def tiny_cnn() -> Any:
+    """A small CNN: memory runs measure the engine, not a big model's activations."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=4, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 64, 3, stride=4, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    ).eval()
+
+
 def make_skfeat(name: str) -> Callable[[list[str]], Any]:
     from skfeat import PretrainedCNNFeaturizer
 
-    featurizer = PretrainedCNNFeaturizer(name, weights=None)
+    if name == "tiny":
+        featurizer = PretrainedCNNFeaturizer(tiny_cnn())
+    else:
+        featurizer = PretrainedCNNFeaturizer(name, weights=None)
 
     def run(paths: list[str]) -> Any:
         return featurizer.transform(paths)
@@ -420,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--from-json", default=None, help="only redraw table and plot")
     parser.add_argument("--memory-only", action="store_true", help="only the peak RSS runs")
+    parser.add_argument("--rss-scaling-model", default="mobilenet_v3_large", help="or 'tiny'")
+    parser.add_argument("--rss-corpus-model", default="resnet50")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     if args.from_json:
@@ -497,16 +519,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def memory_table(args: argparse.Namespace, corpus: Path, n: int) -> dict[str, Any]:
     table: dict[str, Any] = {"corpus": {}, "scaling": {}}
+    small = small_jpegs(corpus.parent / "_small_jpegs", 5000)
+    for count in (500, 5000):
+        table["scaling"][count] = measure_rss("skfeat", args.rss_scaling_model, small, count)
+        print(f"skfeat {args.rss_scaling_model} N={count}: {table['scaling'][count]}", flush=True)
     for approach in args.approaches.split(","):
         try:
-            table["corpus"][approach] = measure_rss(approach, "resnet50", corpus, n)
+            table["corpus"][approach] = measure_rss(approach, args.rss_corpus_model, corpus, n)
         except subprocess.CalledProcessError as error:
             table["corpus"][approach] = {"error": error.stderr[-300:]}
         print(f"peak RSS {approach}: {table['corpus'][approach]}", flush=True)
-    small = small_jpegs(corpus.parent / "_small_jpegs", 5000)
-    for count in (500, 5000):
-        table["scaling"][count] = measure_rss("skfeat", "mobilenet_v3_large", small, count)
-        print(f"skfeat mobilenet_v3_large N={count}: {table['scaling'][count]}", flush=True)
     return table
 
 
