@@ -65,12 +65,15 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Arithmetic of the backbone (autocast); pooling and the output stay float32.
-        ``"auto"`` picks bf16 on CPUs with native bf16 (AVX512-BF16 or AMX) and bf16
-        or fp16 on CUDA, but only for backbones whose reduced-precision features were
-        measured faithful to fp32 (cosine >= 0.99 per image, linear probe within 1
-        point): ``"efficientnet_lite0"`` and ``"mobilenet_v2"``. Everywhere else it is
-        fp32. ``"bf16"`` on a CPU without native bf16 runs emulated, several times
-        slower than fp32, and warns; ``"fp16"`` on a CPU warns and runs fp32.
+        ``"auto"`` picks reduced precision only where it is fast (bf16 on CPUs with
+        AVX512-BF16 or AMX, bf16 or fp16 on CUDA) and where the backbone's features
+        were measured faithful to fp32 with real weights (cosine >= 0.99 for every
+        image, a linear probe within 1 point); otherwise fp32. In bf16 neither
+        measured backbone passed (EfficientNet-Lite0, MobileNetV2), so ``"auto"``
+        runs fp32 on every CPU and on CUDA. ``"bf16"``
+        on a CPU without native bf16 runs emulated, several times slower than fp32,
+        and warns (:class:`~skfeat.exceptions.DeviceWarning`); ``"fp16"`` on a CPU
+        warns and runs fp32. Figures: ``docs/benchmarks.md``.
     n_jobs : int or None, default=None
         Threads that decode and resize images while the model runs. None uses all
         cores (at most 8); negative values count back from all cores.

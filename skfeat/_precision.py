@@ -1,20 +1,18 @@
 """Which floating-point precision the backbone runs in.
 
-``precision="auto"`` picks reduced precision only where it is both fast and faithful:
+``precision="auto"`` picks reduced precision only where it is both fast and faithful.
+Fast: bf16 on CPUs that compute it natively (AVX512-BF16 or AMX; elsewhere it is
+emulated and several times *slower* than fp32: resnet50 on an AVX2-only EPYC runs
+about 2 img/s in bf16 against 14-17 in fp32); bf16 or fp16 autocast on CUDA. Faithful:
+the backbone is listed in :data:`FAITHFUL_MODELS` for that precision, because its
+features were measured against fp32 with real pretrained weights: cosine similarity
+>= 0.99 for every image and a linear probe on flowers5 within 1 accuracy point
+(figures in ``docs/benchmarks.md``). Anything else runs fp32; pass ``precision="bf16"``
+or ``"fp16"`` to opt in.
 
-* CPU: bf16 only when the CPU computes it natively (AVX512-BF16 or AMX). Elsewhere
-  bf16 is emulated and several times *slower* than fp32 (resnet50 on an AVX2-only
-  EPYC: about 2 img/s in bf16 against 14-17 in fp32), so ``"auto"`` stays fp32.
-* CUDA: bf16 autocast where the GPU supports it, else fp16 autocast.
-* MPS and other devices: fp32.
-
-and only for backbones whose reduced-precision features were measured against fp32
-with real pretrained weights (:data:`REDUCED_PRECISION_MODELS`): per-image cosine
-similarity >= 0.99 and a linear probe on flowers5 within 1 accuracy point (figures
-in ``docs/benchmarks.md``). Any other backbone stays fp32 under ``"auto"``; pass
-``precision="bf16"`` or ``"fp16"`` to opt in.
-
-Activations are pooled in fp32 and the output is always float32.
+Measured so far: in bf16 neither EfficientNet-Lite0 (worst image at cosine 0.988) nor
+the torchvision MobileNetV2 backbone (worst 0.925, median 0.973) is faithful, so the
+bf16 list is empty. Activations are pooled in fp32 and the output is always float32.
 """
 
 from __future__ import annotations
@@ -25,8 +23,8 @@ from typing import Any
 from skfeat.exceptions import DeviceWarning
 
 __all__ = [
+    "FAITHFUL_MODELS",
     "PRECISIONS",
-    "REDUCED_PRECISION_MODELS",
     "autocast_dtype",
     "cpu_has_native_bf16",
     "resolve_precision",
@@ -34,9 +32,12 @@ __all__ = [
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-# Backbones (``Backend.label``) whose bf16 and fp16 features were measured faithful to
-# fp32 with real weights: cosine >= 0.99 per image, linear probe within 1 point.
-REDUCED_PRECISION_MODELS = frozenset({"efficientnet_lite0", "torchvision:mobilenet_v2"})
+# Backbones (``Backend.label``) whose reduced-precision features were measured faithful
+# to fp32 with real weights: cosine >= 0.99 for every image, linear probe within 1 point.
+FAITHFUL_MODELS: dict[str, frozenset[str]] = {
+    "bf16": frozenset(),
+    "fp16": frozenset(),
+}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -65,7 +66,7 @@ def resolve_precision(precision: str, device: Any, model_label: str) -> str:
         Where the model runs.
     model_label : str
         The backbone's label (``Backend.label``), checked against
-        :data:`REDUCED_PRECISION_MODELS` under ``"auto"``.
+        :data:`FAITHFUL_MODELS` under ``"auto"``.
 
     Warns
     -----
@@ -75,11 +76,15 @@ def resolve_precision(precision: str, device: Any, model_label: str) -> str:
     """
     kind = device.type
     if precision == "auto":
-        if model_label not in REDUCED_PRECISION_MODELS:
-            return "fp32"
-        if kind == "cuda":
-            return "bf16" if _cuda_supports_bf16(device) else "fp16"
-        if kind == "cpu" and cpu_has_native_bf16():
+        if (
+            kind == "cuda"
+            and _cuda_supports_bf16(device)
+            and model_label in FAITHFUL_MODELS["bf16"]
+        ):
+            return "bf16"
+        if kind == "cuda" and model_label in FAITHFUL_MODELS["fp16"]:
+            return "fp16"
+        if kind == "cpu" and cpu_has_native_bf16() and model_label in FAITHFUL_MODELS["bf16"]:
             return "bf16"
         return "fp32"
     if precision == "bf16" and kind == "cpu" and not cpu_has_native_bf16():

@@ -17,7 +17,7 @@ from skfeat import PretrainedCNNFeaturizer
 from skfeat._backends import resolve_backend
 from skfeat._fuse import conv_bn_pairs, fold_conv_bn
 from skfeat._inputs import decode
-from skfeat._precision import REDUCED_PRECISION_MODELS, resolve_precision
+from skfeat._precision import FAITHFUL_MODELS, resolve_precision
 from skfeat._preprocess import DataConfig, draft_min_side, resize_and_crop
 from skfeat.exceptions import DeviceWarning
 
@@ -275,25 +275,48 @@ def native_bf16(monkeypatch):
     return set_native
 
 
-def test_auto_precision_on_cpu_follows_native_bf16_and_the_allow_list(native_bf16):
-    assert REDUCED_PRECISION_MODELS == {"efficientnet_lite0", "torchvision:mobilenet_v2"}
+MOBILENET = "torchvision:mobilenet_v2"
+
+
+@pytest.fixture
+def faithful(monkeypatch):
+    """Replace the measured allow-lists, to test the rule apart from the measurements."""
+
+    def set_lists(bf16=(), fp16=()):
+        lists = {"bf16": frozenset(bf16), "fp16": frozenset(fp16)}
+        monkeypatch.setattr(precision_module, "FAITHFUL_MODELS", lists)
+
+    return set_lists
+
+
+def test_auto_precision_on_cpu_needs_native_bf16_and_a_faithful_model(native_bf16, faithful):
+    faithful(bf16=[MOBILENET], fp16=[MOBILENET])
     native_bf16(True)  # AVX512-BF16 or AMX
-    assert resolve_precision("auto", CPU, "efficientnet_lite0") == "bf16"
-    assert resolve_precision("auto", CPU, "torchvision:mobilenet_v2") == "bf16"
+    assert resolve_precision("auto", CPU, MOBILENET) == "bf16"
     assert resolve_precision("auto", CPU, "torchvision:resnet50") == "fp32"  # not measured
-    native_bf16(False)  # AVX2 only: bf16 would be emulated
-    assert resolve_precision("auto", CPU, "efficientnet_lite0") == "fp32"
-    assert resolve_precision("auto", torch.device("mps"), "efficientnet_lite0") == "fp32"
+    native_bf16(False)  # AVX2 only: bf16 would be emulated, fp16 has no CPU fast path
+    assert resolve_precision("auto", CPU, MOBILENET) == "fp32"
+    assert resolve_precision("auto", torch.device("mps"), MOBILENET) == "fp32"
 
 
-def test_auto_precision_on_cuda(monkeypatch):
+def test_auto_precision_on_cuda(monkeypatch, faithful):
     cuda = torch.device("cuda")
+    faithful(bf16=[MOBILENET], fp16=[MOBILENET, "efficientnet_lite0"])
     monkeypatch.setattr(precision_module, "_cuda_supports_bf16", lambda _d: True)
-    assert resolve_precision("auto", cuda, "efficientnet_lite0") == "bf16"
+    assert resolve_precision("auto", cuda, MOBILENET) == "bf16"
+    assert resolve_precision("auto", cuda, "efficientnet_lite0") == "fp16"  # fp16 only
     assert resolve_precision("auto", cuda, "torchvision:resnet50") == "fp32"
     monkeypatch.setattr(precision_module, "_cuda_supports_bf16", lambda _d: False)
-    assert resolve_precision("auto", cuda, "torchvision:mobilenet_v2") == "fp16"
+    assert resolve_precision("auto", cuda, MOBILENET) == "fp16"
     assert resolve_precision("fp16", cuda, "torchvision:resnet50") == "fp16"
+
+
+def test_the_measured_allow_lists(native_bf16, monkeypatch):
+    # bf16 moved features too far for both measured backbones (docs/benchmarks.md).
+    assert FAITHFUL_MODELS == {"bf16": frozenset(), "fp16": frozenset()}
+    native_bf16(True)
+    assert resolve_precision("auto", CPU, MOBILENET) == "fp32"
+    assert resolve_precision("auto", CPU, "efficientnet_lite0") == "fp32"
 
 
 def test_explicit_precisions_on_cpu(native_bf16):
