@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 # Public name -> module that defines it; imported on first access (PEP 562).
 _LAZY = {
     "PretrainedCNNFeaturizer": "skfeat._featurizer",
+    "check_images": "skfeat._check",
     "list_layers": "skfeat._discovery",
     "list_models": "skfeat._backends",
     "list_poolings": "skfeat._pooling",
@@ -24,6 +25,7 @@ _LAZY = {
 __all__ = [
     "PretrainedCNNFeaturizer",
     "__version__",
+    "check_images",
     "exceptions",
     "list_layers",
     "list_models",

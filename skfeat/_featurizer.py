@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import numbers
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,14 +18,15 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from skfeat._inputs import as_items, input_column_name
+from skfeat._inputs import as_items, decode_warning, input_column_name, with_on_error_hint
 from skfeat._pooling import POOLINGS
 from skfeat._precision import PRECISIONS
-from skfeat.exceptions import UnknownLayerError
+from skfeat.exceptions import ImageDecodeError, UnknownLayerError
 
 __all__ = ["PretrainedCNNFeaturizer"]
 
 _ARCHITECTURES: dict[tuple[str, int], Any] = {}
+_ON_ERROR = ("raise", "nan", "zeros")
 
 
 class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
@@ -77,6 +79,15 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Threads that decode and resize images while the model runs. None uses all
         cores (at most 8); negative values count back from all cores.
+    on_error : {"raise", "nan", "zeros"}, default="raise"
+        What an unreadable image does (missing, truncated, not an image, a bad
+        array...). ``"raise"`` stops with an :class:`~skfeat.exceptions.ImageDecodeError`
+        naming the first one by index and path. ``"nan"`` and ``"zeros"`` keep going:
+        the output still has one row per input, in order, the failed rows are filled
+        with NaN or zeros, and one :class:`~skfeat.exceptions.ImageDecodeWarning` per
+        call lists how many failed and the first few (its ``errors`` attribute holds
+        them all). A bad image never changes the rows of the others.
+        :func:`skfeat.check_images` finds unreadable images without running the model.
     progress : bool, default=False
         Show a progress bar with images per second.
 
@@ -107,6 +118,11 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     of a parallel search loads the weights once. :meth:`fit` reads no image and no
     weights: it checks the parameters and resolves layers and preprocessing.
 
+    :meth:`transform` sets no attribute, so one fitted featurizer may transform from
+    several threads or workers at once. The images that failed in a call are in the
+    warning it emits (``errors``), and, with ``on_error="nan"``, are the rows where
+    ``np.isnan(X_new).all(axis=1)``; :func:`skfeat.check_images` lists them up front.
+
     Examples
     --------
     >>> import numpy as np
@@ -131,6 +147,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         device: str = "auto",
         precision: str = "auto",
         n_jobs: int | None = None,
+        on_error: str = "raise",
         progress: bool = False,
     ) -> None:
         self.model = model
@@ -142,6 +159,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self.device = device
         self.precision = precision
         self.n_jobs = n_jobs
+        self.on_error = on_error
         self.progress = progress
 
     # -- validation -------------------------------------------------------------------
@@ -177,6 +195,8 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             self._param_error("precision", f"one of {PRECISIONS}")
         if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0):
             self._param_error("n_jobs", "None or a non-zero int")
+        if not isinstance(self.on_error, str) or self.on_error not in _ON_ERROR:
+            self._param_error("on_error", f"a str among {list(_ON_ERROR)}")
         if not isinstance(self.progress, (bool, np.bool_)):
             self._param_error("progress", "a bool", TypeError)
 
@@ -259,25 +279,44 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         Returns
         -------
         X_new : ndarray of shape (n_images, n_features_out_), dtype float32
-            Row ``i`` holds the features of image ``i``.
+            Row ``i`` holds the features of image ``i``; with ``on_error="nan"`` or
+            ``"zeros"`` the rows of unreadable images are NaN or zeros.
+
+        Raises
+        ------
+        ImageDecodeError
+            With ``on_error="raise"``, for the first image that cannot be read.
+
+        Warns
+        -----
+        ImageDecodeWarning
+            With ``on_error="nan"`` or ``"zeros"``, once, when some images could not
+            be read.
         """
         from skfeat._runtime import featurize
 
         check_is_fitted(self)
         items = self._check_input(X, reset=False)
-        features, _failures = featurize(
-            items,
-            backend=self._backend,
-            data_config=self.data_config_,
-            targets=self._targets,
-            classifier=self._classifier,
-            n_features=self.n_features_out_,
-            batch_size=self.batch_size,
-            device=self.device,
-            precision=self.precision,
-            n_jobs=self.n_jobs,
-            progress=self.progress,
-        )
+        try:
+            features, failures = featurize(
+                items,
+                backend=self._backend,
+                data_config=self.data_config_,
+                targets=self._targets,
+                classifier=self._classifier,
+                n_features=self.n_features_out_,
+                batch_size=self.batch_size,
+                device=self.device,
+                precision=self.precision,
+                n_jobs=self.n_jobs,
+                progress=self.progress,
+                on_error=self.on_error,
+            )
+        except ImageDecodeError as error:
+            raise with_on_error_hint(error) from error.__cause__
+        if failures:
+            errors = [failure.error for failure in failures]
+            warnings.warn(decode_warning(errors, len(items), self.on_error), stacklevel=2)
         if self.normalize == "l2":
             norms = np.linalg.norm(features, axis=1, keepdims=True)
             np.divide(features, norms, out=features, where=norms > 0)

@@ -4,24 +4,62 @@
 polars Series, one-column DataFrame, 3-D/4-D numeric arrays) and checks the call as a
 whole before any model work. ``decode`` turns one item (path, bytes, PIL image or
 array) into an ``(H, W, 3)`` uint8 array, or raises :class:`ImageDecodeError`
-naming the item. Only numpy and Pillow are used here.
+naming the item and the cause. The decode policy:
+
+- EXIF orientation is applied, so a rotated file gives its upright pixels.
+- Palette, grey, bilevel, CMYK and YCCK become RGB; alpha is composited on white.
+- 16-bit data is scaled (``round(v / 257)``), never clipped; float arrays must lie in
+  [0, 1]; animated files give their first frame.
+- Images over ``PIL.Image.MAX_IMAGE_PIXELS`` are refused from their header, before
+  any pixel is decoded (decompression bombs); truncated files are errors.
+- HEIC (``pillow-heif``) and AVIF (``pillow-avif-plugin``) are read when those
+  Pillow plugins are installed.
+
+Only numpy and Pillow are used here.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import os
-from collections.abc import Sequence
+import stat
+import string
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from skfeat.exceptions import ImageDecodeError, InvalidInputError
+from skfeat.exceptions import ImageDecodeError, ImageDecodeWarning, InvalidInputError
 
-__all__ = ["as_items", "decode", "describe_item", "input_column_name"]
+__all__ = [
+    "ImageHeader",
+    "array_to_rgb",
+    "as_items",
+    "decode",
+    "decode_warning",
+    "describe_item",
+    "input_column_name",
+    "pil_to_rgb",
+    "with_on_error_hint",
+]
 
 _WHITE = 255.0
+_EXIF_ORIENTATION = 0x0112
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+_SHOWN_IN_WARNING = 5
+_ON_ERROR_HINT = (
+    "Pass on_error='nan' to keep going with a NaN row for each unreadable image, "
+    "or find them all first with skfeat.check_images(X)."
+)
+
+
+# -- X as a whole -----------------------------------------------------------------------
 
 
 def input_column_name(X: Any) -> str | None:
@@ -37,6 +75,9 @@ def _is_dataframe(X: Any) -> bool:
 
 def as_items(X: Any) -> list[Any]:
     """Turn ``X`` into a list with one item per image, in order.
+
+    Items are not opened here: a list may mix paths, bytes, PIL images and arrays,
+    and each is decoded by its own type later.
 
     Raises
     ------
@@ -67,7 +108,7 @@ def as_items(X: Any) -> list[Any]:
     else:
         raise InvalidInputError(
             f"Expected a sequence of images (list, tuple, array, Series, one-column "
-            f"DataFrame), got {type(X).__name__}."
+            f"DataFrame), got {type(X).__name__}. Pass a list, for example list(X)."
         )
     if not items:
         raise InvalidInputError(
@@ -113,7 +154,11 @@ def describe_item(item: Any) -> str:
         return f"array of shape {item.shape} and dtype {item.dtype}"
     if isinstance(item, (bytes, bytearray, memoryview)):
         return f"{type(item).__name__} of length {len(item)}"
-    return type(item).__name__
+    if item is None:
+        return "None"
+    module = type(item).__module__
+    name = type(item).__name__
+    return f"{module.split('.')[0]}.{name}" if module.startswith("PIL") else name
 
 
 def _short(value: Any) -> str:
@@ -121,75 +166,252 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def decode(item: Any, index: int, *, min_side: int | None = None) -> np.ndarray:
+# -- one item ---------------------------------------------------------------------------
+
+
+@dataclass
+class ImageHeader:
+    """What is known of an image: filled as decoding goes, so a failure keeps it.
+
+    ``format`` is Pillow's (``"JPEG"``, ``"PNG"``...) or None for arrays and
+    in-memory images; ``mode`` is Pillow's mode as stored (``"CMYK"``, ``"I;16"``) or
+    the dtype of an array; ``width`` and ``height`` are those of the upright image
+    once decoded, or of the stored image when decoding failed after the header.
+    """
+
+    format: str | None = None
+    mode: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class _Refused(ValueError):
+    """A decode failure whose message is already the cause to report."""
+
+
+def decode(
+    item: Any, index: int, *, min_side: int | None = None, header: ImageHeader | None = None
+) -> np.ndarray:
     """Decode one item into an upright ``(H, W, 3)`` uint8 RGB array.
 
-    With ``min_side``, a JPEG file or bytes may be decoded at 1/2, 1/4 or 1/8 scale
-    (libjpeg's DCT scaling, ``PIL.Image.draft``), as far as its short side stays
-    at least ``min_side`` pixels. Other formats, PIL images and arrays are unaffected.
+    Parameters
+    ----------
+    item : str, PathLike, bytes, PIL.Image.Image or ndarray
+        One image.
+    index : int
+        Its position in ``X``, for the message.
+    min_side : int, optional
+        A JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
+        ``PIL.Image.draft``) as far as its short side stays at least ``min_side``.
+    header : ImageHeader, optional
+        Filled with format, mode and size as they become known.
 
     Raises
     ------
     ImageDecodeError
         Naming ``index``, the path or type, and the cause.
     """
+    header = ImageHeader() if header is None else header
     try:
         if isinstance(item, np.ndarray):
-            return array_to_rgb(item)
-        return pil_to_rgb(_open(item, min_side))
-    except ImageDecodeError:
-        raise
-    except (OSError, ValueError, TypeError, SyntaxError) as err:
-        cause = str(err) or type(err).__name__
-        raise ImageDecodeError(
-            f"Could not read image {index} ({describe_item(item)}): {cause}"
-        ) from err
+            return array_to_rgb(item, header)
+        with _opened(item) as image:
+            owned = image is not item  # never draft (modify) the caller's own PIL image
+            return _decode_pil(image, header, min_side if owned else None)
+    except Exception as err:  # any failure of one image is that image's, never the call's
+        raise _decode_error(index, item, _cause_of(err, item)) from err
 
 
-def _open(item: Any, min_side: int | None = None) -> Any:
+def _decode_error(index: int, item: Any, cause: str) -> ImageDecodeError:
+    source = describe_item(item)
+    error = ImageDecodeError(f"Could not read image {index} ({source}): {cause}")
+    error.index, error.source, error.cause = index, source, cause
+    return error
+
+
+@contextmanager
+def _opened(item: Any) -> Iterator[Any]:
+    """Open a path or bytes lazily (header only) and close it after; pass PIL images."""
     from PIL import Image
 
     if isinstance(item, Image.Image):
-        return item
+        yield item  # the caller's image: loaded, but never drafted nor closed
+        return
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
-        if path.is_dir():
-            raise ValueError("the path is a directory, not an image file")
-        return _draft(Image.open(path), min_side)
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        return _draft(Image.open(io.BytesIO(bytes(item))), min_side)
-    if item is None:
-        raise TypeError("the item is None, not an image")
-    raise TypeError(f"expected a path, bytes, a PIL image or an array, got {type(item).__name__}")
+        try:
+            status = path.stat()  # one system call answers missing, directory and empty
+        except FileNotFoundError:
+            raise _Refused(_not_found(path)) from None
+        if stat.S_ISDIR(status.st_mode):
+            raise _Refused("the path is a directory, not an image file")
+        if status.st_size == 0:
+            raise _Refused("the file is empty (0 bytes)")
+        source: Any = path
+    elif isinstance(item, (bytes, bytearray, memoryview)):
+        if len(item) == 0:
+            raise _Refused("the bytes are empty (0 bytes)")
+        source = io.BytesIO(bytes(item))
+    elif item is None:
+        raise _Refused("the item is None, not an image")
+    else:
+        raise _Refused(
+            f"unsupported item type {type(item).__name__}; expected a path, bytes, "
+            "a PIL image or an array"
+        )
+    _register_plugins()
+    with Image.open(source) as image:
+        yield image
 
 
-def _draft(image: Any, min_side: int | None) -> Any:
-    # Pillow picks the largest scale in (8, 4, 2, 1) that keeps both sides >= min_side.
+def _not_found(path: Path) -> str:
+    if str(path).startswith(("http:/", "https:/")):
+        return "file not found; URLs are not downloaded, fetch the file first"
+    return "file not found"
+
+
+@functools.cache
+def _register_plugins() -> tuple[str, ...]:
+    """Register the optional Pillow plugins that are installed (HEIC, AVIF); once."""
+    from PIL import features
+
+    registered = []
+    try:
+        importlib.import_module("pillow_heif").register_heif_opener()
+        registered.append("pillow_heif")
+    except ImportError:
+        pass
+    if not features.check("avif"):  # Pillow >= 11.3 reads AVIF itself
+        try:
+            importlib.import_module("pillow_avif")  # registers on import
+            registered.append("pillow_avif")
+        except ImportError:
+            pass
+    return tuple(registered)
+
+
+def _decode_pil(image: Any, header: ImageHeader, min_side: int | None) -> np.ndarray:
+    from PIL import Image
+
+    header.format, header.mode = image.format, image.mode
+    header.width, header.height = image.size
+    _refuse_bomb(image.size, Image.MAX_IMAGE_PIXELS)
     if min_side and image.format == "JPEG":
+        # Pillow picks the largest scale in (8, 4, 2, 1) that keeps both sides >= min_side.
         image.draft(None, (min_side, min_side))
-    return image
+    image.load()
+    rgb = pil_to_rgb(image)
+    header.height, header.width = rgb.shape[:2]
+    return rgb
+
+
+def _refuse_bomb(size: tuple[int, int], limit: int | None) -> None:
+    # Pillow raises above 2 * MAX_IMAGE_PIXELS and only warns between 1x and 2x; refuse
+    # from 1x, from the header alone, before a single pixel is decoded.
+    width, height = size
+    if limit is not None and width * height > limit:
+        raise _Refused(
+            f"refused as a possible decompression bomb: {width}x{height} = "
+            f"{width * height} pixels, over PIL.Image.MAX_IMAGE_PIXELS = {limit}; if you "
+            "trust the file, raise that limit"
+        )
+
+
+def _cause_of(err: BaseException, item: Any) -> str:
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(err, _Refused):
+        return str(err)
+    if isinstance(err, Image.DecompressionBombError):
+        size = str(err).split(", could be")[0]  # Pillow's own "Image size (...) exceeds ..."
+        return (
+            f"refused as a possible decompression bomb: {size}; if you trust the file, "
+            "raise PIL.Image.MAX_IMAGE_PIXELS"
+        )
+    if isinstance(err, FileNotFoundError):
+        return _not_found(Path(item)) if isinstance(item, (str, os.PathLike)) else "file not found"
+    if isinstance(err, PermissionError):
+        return "permission denied: the file cannot be read"
+    if isinstance(err, IsADirectoryError):
+        return "the path is a directory, not an image file"
+    if isinstance(err, UnidentifiedImageError):
+        return "cannot identify image file: " + _guess_content(item)
+    if isinstance(err, MemoryError):
+        return "not enough memory to decode the image"
+    text = str(err).rstrip(".")
+    if isinstance(err, (OSError, ValueError)) and text:
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+_PRINTABLE = frozenset(string.printable.encode())
+
+
+def _guess_content(item: Any) -> str:
+    """Why Pillow did not recognise the bytes, from their first few."""
+    try:
+        if isinstance(item, (str, os.PathLike)):
+            with open(item, "rb") as file:
+                head = file.read(64)
+        else:
+            head = bytes(item[:64])
+    except (OSError, TypeError):
+        return "not an image format Pillow can read"
+    stripped = head.lstrip()
+    if stripped[:1] == b"<":
+        return "it looks like an HTML or XML page (a failed download?), not an image"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "it is an AVIF image; install pillow-avif-plugin, or Pillow >= 11.3, to read it"
+        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"):
+            return "it is a HEIF/HEIC image; install pillow-heif to read it"
+    if head and all(byte in _PRINTABLE for byte in head):
+        return "it looks like a text file, not an image"
+    return "not an image format Pillow can read"
+
+
+# -- pixels -----------------------------------------------------------------------------
+
+# Stored pixels -> upright pixels, per EXIF orientation (2-8; 1 is upright).
+_TO_UPRIGHT = {
+    2: lambda pixels: pixels[:, ::-1],
+    3: lambda pixels: pixels[::-1, ::-1],
+    4: lambda pixels: pixels[::-1],
+    5: lambda pixels: pixels.swapaxes(0, 1),
+    6: lambda pixels: np.rot90(pixels, -1),
+    7: lambda pixels: pixels[::-1, ::-1].swapaxes(0, 1),
+    8: lambda pixels: np.rot90(pixels, 1),
+}
+
+
+def _orientation(image: Any) -> int:
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # a damaged EXIF block is no reason to lose the picture
+        return 1
+    return value if value in _TO_UPRIGHT else 1
 
 
 def pil_to_rgb(image: Any) -> np.ndarray:
     """Convert a PIL image to upright RGB uint8: EXIF applied, alpha on white, 16-bit scaled."""
-    from PIL import ImageOps
-
-    image = ImageOps.exif_transpose(image) or image
+    orientation = _orientation(image)
     mode = image.mode
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        return _grey_to_rgb(_scale_16bit(values))
-    if mode == "F":
-        return _grey_to_rgb(float_to_uint8(np.asarray(image, dtype=np.float64)))
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = np.asarray(image.convert("RGBA"))
-        return composite_on_white(rgba)
-    if mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image)
+    if mode in _SIXTEEN_BIT_MODES:
+        rgb = _grey_to_rgb(_scale_16bit(np.asarray(image, dtype=np.float64)))
+    elif mode == "F":
+        rgb = _grey_to_rgb(_float_to_uint8(np.asarray(image, dtype=np.float64)))
+    elif mode in _ALPHA_MODES:
+        rgb = composite_on_white(np.asarray(image.convert("RGBA")))
+    else:
+        # L, 1, CMYK (Adobe-inverted and YCCK JPEGs included), YCbCr...: Pillow's conversion.
+        rgb = np.asarray(image if mode == "RGB" else image.convert("RGB"))
+    if orientation in _TO_UPRIGHT:
+        rgb = _TO_UPRIGHT[orientation](rgb)
+    return np.ascontiguousarray(rgb)
 
 
 def _scale_16bit(values: np.ndarray) -> np.ndarray:
@@ -208,41 +430,49 @@ def composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return np.rint(rgb * alpha + _WHITE * (1.0 - alpha)).astype(np.uint8)
 
 
-def float_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Map floats in [0, 1] to uint8; anything else is an error."""
+def _float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map floats in [0, 1] to uint8; NaN, infinities and values out of range are errors."""
     if not np.all(np.isfinite(values)):
-        raise ValueError("the array contains NaN or infinite values")
+        raise _Refused("the array contains NaN or infinite values; pixels must be finite")
     low, high = float(values.min()), float(values.max())
     if low < 0.0 or high > 1.0:
-        raise ValueError(
-            f"float pixels must lie in [0, 1], got values in [{low:g}, {high:g}]; "
-            "divide by 255 for 0-255 data"
+        raise _Refused(
+            f"float pixels out of range: expected values in [0, 1], got [{low:g}, {high:g}]; "
+            "divide 0-255 data by 255, or pass it as uint8"
         )
     return np.rint(values * 255.0).astype(np.uint8)
 
 
-def array_to_rgb(array: np.ndarray) -> np.ndarray:
-    """Convert an ``(H, W)`` or ``(H, W, 1|3|4)`` array to RGB uint8."""
+def array_to_rgb(array: np.ndarray, header: ImageHeader | None = None) -> np.ndarray:
+    """Convert an ``(H, W)`` or ``(H, W, 1|3|4)`` uint8, uint16, bool or float array to RGB."""
+    if header is not None:
+        header.mode = str(array.dtype)
+        if array.ndim in (2, 3):
+            header.height, header.width = array.shape[:2]
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(
-            f"an image array must be (H, W) or (H, W, C) with C in (1, 3, 4), got shape "
-            f"{array.shape}"
+        hint = ""
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4):
+            hint = "; it looks channels-first: pass array.transpose(1, 2, 0)"
+        raise _Refused(
+            f"an image array must have shape (H, W) or (H, W, C) with C in (1, 3, 4), "
+            f"got shape {array.shape}{hint}"
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"the image array is empty, shape {array.shape}")
+        raise _Refused(f"the image array is empty, shape {array.shape}")
     if array.dtype == np.uint8:
         pixels = array
     elif array.dtype == np.uint16:
         pixels = _scale_16bit(array.astype(np.float64))
     elif array.dtype.kind == "f":
-        pixels = float_to_uint8(array.astype(np.float64))
+        pixels = _float_to_uint8(array.astype(np.float64))
     elif array.dtype == np.bool_:
         pixels = array.astype(np.uint8) * 255
     else:
-        raise ValueError(
-            f"unsupported pixel dtype {array.dtype}; use uint8, uint16 or float in [0, 1]"
+        raise _Refused(
+            f"unsupported pixel dtype {array.dtype}; use uint8 (0-255), uint16 (0-65535) or "
+            "float in [0, 1], for example array.astype(np.uint8) for 0-255 integers"
         )
     channels = pixels.shape[2]
     if channels == 1:
@@ -250,3 +480,31 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     if channels == 4:
         return composite_on_white(pixels)
     return np.ascontiguousarray(pixels)
+
+
+# -- reporting failures -----------------------------------------------------------------
+
+
+def with_on_error_hint(error: ImageDecodeError) -> ImageDecodeError:
+    """The same error, its message ending with how to keep going past it."""
+    hinted = ImageDecodeError(f"{str(error).rstrip('.')}. {_ON_ERROR_HINT}")
+    hinted.index, hinted.source, hinted.cause = error.index, error.source, error.cause
+    return hinted
+
+
+def decode_warning(
+    errors: Sequence[ImageDecodeError], n_images: int, on_error: str
+) -> ImageDecodeWarning:
+    """One warning for a whole call: how many failed, the first few, and what to do."""
+    filled = "NaN" if on_error == "nan" else "zeros"
+    lines = [
+        f"{len(errors)} of {n_images} images could not be read; their rows are {filled} "
+        f"(on_error={on_error!r}):"
+    ]
+    lines += [f"  image {e.index} ({e.source}): {e.cause}" for e in errors[:_SHOWN_IN_WARNING]]
+    if len(errors) > _SHOWN_IN_WARNING:
+        lines.append(f"  ... and {len(errors) - _SHOWN_IN_WARNING} more.")
+    lines.append("skfeat.check_images(X) lists every image that cannot be read, and why.")
+    warning = ImageDecodeWarning("\n".join(lines))
+    warning.errors, warning.n_images = tuple(errors), n_images
+    return warning

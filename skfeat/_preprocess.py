@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,6 +38,7 @@ _INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 # Measured (docs/benchmarks.md): factor 2 kept 16 of 24 large photos at cosine >= 0.999,
 # factor 3 kept 22 of 24 (median 0.99998), factor 4 no better than 3.
 DRAFT_FACTOR = 3
+_LONG_SIDE_LIMIT = 4  # in crops: longer resized images are cut to the crop's window first
 
 
 @dataclass(frozen=True)
@@ -113,13 +115,69 @@ def resize_and_crop(rgb: np.ndarray, config: DataConfig) -> torch.Tensor:
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
+    window = _long_image_window(rgb.shape[0], rgb.shape[1], config)
+    if window is not None:  # extreme aspect ratio: drop what the crop would discard
+        rgb = rgb[window.rows, window.columns]
     if not rgb.flags.writeable:
         rgb = rgb.copy()  # torch refuses to wrap read-only memory
     image = torch.from_numpy(rgb).permute(2, 0, 1)
     interpolation = InterpolationMode(config.interpolation)
-    image = F.resize(image, [config.resize_size], interpolation=interpolation, antialias=True)
-    image = F.center_crop(image, [config.crop_size, config.crop_size])
+    size = [config.resize_size] if window is None else list(window.size)
+    image = F.resize(image, size, interpolation=interpolation, antialias=True)
+    crop = config.crop_size
+    if window is None:
+        image = F.center_crop(image, [crop, crop])
+    else:
+        image = image[:, window.top : window.top + crop, window.left : window.left + crop]
     return image.contiguous()
+
+
+class _Window(NamedTuple):
+    rows: slice
+    columns: slice
+    size: tuple[int, int]  # resized (height, width)
+    top: int
+    left: int
+
+
+def _long_image_window(height: int, width: int, config: DataConfig) -> _Window | None:
+    """For a very long image, the part of it that the centre crop keeps.
+
+    Resizing a 3x10000 image so that its short side is 256 would make it 256x853333
+    (650 MB, seconds) only to keep a 224-pixel square. When the resized long side would
+    pass ``_LONG_SIDE_LIMIT`` crops, the source is cut first to the crop's span plus a
+    margin wider than the resampling filter, centred on the middle, and resized at the
+    full resize's scale (to within a few parts per million) with the crop placed where
+    the full resize puts it; the result matches the full resize up to rounding.
+    Ordinary photos (resized long side under 4 crops) never take this path.
+    """
+    short, long = min(height, width), max(height, width)
+    crop = config.crop_size
+    full_long = int(config.resize_size * long / short)  # torchvision's resized long side
+    if full_long <= _LONG_SIDE_LIMIT * crop:
+        return None
+    ratio = long / full_long  # source pixels per resized pixel
+    margin = math.ceil(2.0 * max(ratio, 1.0)) + 2  # resampling filter support, in source px
+    first = math.ceil(crop * ratio) + 2 * margin
+    first += (long - first) % 2  # same parity as ``long``: centred on the exact middle
+
+    def resized(kept: int) -> int:  # nearest size with the parity of ``full_long``
+        size = round(kept / ratio)
+        return size + (size - full_long) % 2
+
+    candidates = [k for k in range(first, first + 64, 2) if k <= long and resized(k) >= crop]
+    if not candidates:
+        return None
+    kept = min(candidates, key=lambda k: abs(k / resized(k) - ratio))
+    kept_long = resized(kept)
+    full_left = round((full_long - crop) / 2.0)  # as torchvision's centre crop
+    left = full_left - (full_long - kept_long) // 2  # the same offset from the middle
+    start = (long - kept) // 2
+    short_top = round((config.resize_size - crop) / 2.0)
+    window = slice(start, start + kept)
+    if height <= width:
+        return _Window(slice(None), window, (config.resize_size, kept_long), short_top, left)
+    return _Window(window, slice(None), (kept_long, config.resize_size), left, short_top)
 
 
 def normalize_batch(batch: torch.Tensor, config: DataConfig, dtype: torch.dtype) -> torch.Tensor:

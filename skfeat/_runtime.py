@@ -12,7 +12,7 @@ What makes it fast, each measured on the project's 2-core AVX2 machine (figures 
 * decode overlaps inference: ``n_jobs`` threads decode and resize while the model
   runs (threads, not processes: nothing to pickle, no copy of torch per worker);
 * JPEGs are decoded at reduced DCT scale when that keeps the short side at least
-  twice the resize target (see :func:`skfeat._preprocess.draft_min_side`), then
+  three times the resize target (see :func:`skfeat._preprocess.draft_min_side`), then
   resized as uint8 tensors;
 * the model runs in ``eval()`` under ``torch.inference_mode``, in channels-last
   memory format, with every BatchNorm that follows an unread convolution folded into

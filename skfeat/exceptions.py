@@ -85,7 +85,18 @@ class UnknownLayerError(SkfeatError, ValueError):
 class ImageDecodeError(SkfeatError, OSError):
     """One input image could not be read or converted.
 
-    The message names the image's index and path (or type) and the cause.
+    The message names the image's index and path (or type) and the cause; the
+    same facts are attributes, for code that handles the error.
+
+    Attributes
+    ----------
+    index : int or None
+        Position of the image in ``X``.
+    source : str or None
+        The path (quoted) or a short description of the item, such as
+        ``"array of shape (2, 2) and dtype int64"``.
+    cause : str or None
+        Why it failed, for example ``"image file is truncated"``.
 
     Examples
     --------
@@ -93,6 +104,10 @@ class ImageDecodeError(SkfeatError, OSError):
     >>> issubclass(ImageDecodeError, OSError)
     True
     """
+
+    index: int | None = None
+    source: str | None = None
+    cause: str | None = None
 
 
 class WeightsUnavailableError(SkfeatError, OSError):
@@ -131,12 +146,25 @@ class SkfeatWarning(UserWarning):
 class ImageDecodeWarning(SkfeatWarning):
     """Some images could not be read; their rows were kept as NaN or zeros.
 
+    Emitted once per call. Besides its message, it carries the failures as data.
+
+    Attributes
+    ----------
+    errors : tuple of ImageDecodeError
+        Every failure of the call, in input order; each has ``index``, ``source``
+        and ``cause``.
+    n_images : int or None
+        How many images the call read.
+
     Examples
     --------
     >>> from skfeat.exceptions import ImageDecodeWarning, SkfeatWarning
     >>> issubclass(ImageDecodeWarning, SkfeatWarning)
     True
     """
+
+    errors: tuple[ImageDecodeError, ...] = ()
+    n_images: int | None = None
 
 
 class DeviceWarning(SkfeatWarning):

@@ -42,7 +42,12 @@ Notes for tests
   file, so skip it there; :func:`skip_reason` returns the reason or ``None``.
 * ``decompression_bomb_png`` is a valid 30000x30000 1-bit PNG of about 110 kB. Opening it with
   Pillow raises ``PIL.Image.DecompressionBombError``; never decode it with the limit disabled.
-* ``animated_webp`` is only present when Pillow has WebP support.
+* ``animated_webp`` is only present when Pillow has WebP support, ``avif`` when Pillow reads
+  AVIF, ``heic`` when ``pillow-heif`` is installed (its file opens in Pillow only once the
+  ``pillow_heif`` opener is registered; the reference is built without registering it).
+* ``cmyk_black_jpeg`` and ``ycck_jpeg`` have references computed from their source pixels, not
+  by a decoder: they check that CMYK (Adobe-inverted, with a K channel) and YCCK come out in
+  the right colours.
 
 This is a plain module (no pytest import) meant to be imported from tests, e.g.
 ``from image_catalogue import GOOD_CASES``. It needs only numpy, Pillow and the standard
@@ -411,6 +416,69 @@ def _jpeg(name: str) -> bytes:
 
 
 @functools.cache
+def _cmyk_with_black() -> np.ndarray:
+    """CMYK source pixels with a black (K) ramp, so that K must be applied, not dropped."""
+    inverse = 255 - _smooth_rgb().astype(np.float64)
+    black = np.broadcast_to(np.linspace(0, 160, WIDTH), (HEIGHT, WIDTH))
+    return _frozen(np.rint(np.dstack([0.6 * inverse, black])).astype(np.uint8))
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
+    """The usual conversion: ``r = (255 - c) * (255 - k) / 255``, rounded."""
+    ink = 255 - cmyk[..., :3].astype(np.int64)
+    white = 255 - cmyk[..., 3:].astype(np.int64)
+    return ((ink * white + 127) // 255).astype(np.uint8)
+
+
+@functools.cache
+def _ycck_jpeg() -> bytes:
+    """A YCCK JPEG (Adobe transform 2, as Photoshop writes CMYK), built with Pillow alone.
+
+    Pillow writes CMYK JPEGs with an Adobe marker, transform 0 (plain CMYK), storing
+    ``255 - value`` (the Adobe convention). A YCCK decoder turns the stored (Y, Cb, Cr)
+    back into (R, G, B) and then into stored CMYK as ``255 - R``..., and K passes through.
+    So encode the YCbCr of the visible (c, m, y) = 255 - source RGB (k = 0), hand Pillow
+    ``255 - stored`` values, and flip the transform byte of the Adobe marker to 2.
+    """
+    visible = 255 - _smooth_rgb().astype(np.float64)  # naive CMYK, k = 0
+    c, m, y = visible[..., 0], visible[..., 1], visible[..., 2]
+    luma = 0.299 * c + 0.587 * m + 0.114 * y
+    chroma_b = -0.168736 * c - 0.331264 * m + 0.5 * y + 128
+    chroma_r = 0.5 * c - 0.418688 * m - 0.081312 * y + 128
+    stored = np.dstack([luma, chroma_b, chroma_r, np.full_like(luma, 255.0)])
+    given = np.clip(np.rint(255 - stored), 0, 255).astype(np.uint8)
+    data = bytearray(_encode(Image.fromarray(given, "CMYK"), "JPEG", quality=95))
+    marker = data.find(b"Adobe")
+    if marker < 0 or data[marker + 11] != 0:
+        raise RuntimeError("Pillow no longer writes an Adobe marker with transform 0")
+    data[marker + 11] = 2
+    return bytes(data)
+
+
+def _heif_support() -> object | None:
+    """The ``pillow_heif`` module when installed (HEIC is read through it), else None."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return None
+    return pillow_heif
+
+
+@functools.cache
+def _heic() -> bytes:
+    heif = _heif_support()
+    buffer = io.BytesIO()
+    heif.from_pillow(Image.fromarray(_smooth_rgb())).save(buffer, quality=90)
+    return buffer.getvalue()
+
+
+def _heic_reference() -> np.ndarray:
+    """pillow-heif's own decode (lossy codec), without registering it in Pillow."""
+    heif = _heif_support()
+    return np.asarray(heif.open_heif(io.BytesIO(_heic())).to_pillow().convert("RGB"))
+
+
+@functools.cache
 def _png_rgb(height: int = HEIGHT, width: int = WIDTH) -> bytes:
     return _encode(Image.fromarray(_detailed_rgb(height, width)), "PNG")
 
@@ -573,6 +641,25 @@ def _format_cases() -> list[Case]:
             note="naive RGB->CMYK with k=0 is lossless, so the reference is the source RGB",
         ),
         _good_file(
+            "cmyk_black_jpeg",
+            "cmyk_black.jpg",
+            lambda: _encode(Image.fromarray(_cmyk_with_black(), "CMYK"), "JPEG", quality=95),
+            lambda: _cmyk_to_rgb(_cmyk_with_black()),
+            atol=JPEG_ATOL + 1,
+            note="CMYK with a K ramp; reference from the source CMYK by the usual formula "
+            "(r = (255 - c)(255 - k) / 255), not from a decoder, so an inverted or "
+            "dropped K is caught; one more level of tolerance for the lossy CMYK round trip",
+        ),
+        _good_file(
+            "ycck_jpeg",
+            "ycck.jpg",
+            _ycck_jpeg,
+            _smooth_rgb,
+            atol=JPEG_ATOL + 2,
+            note="Adobe transform 2 (YCCK), as Photoshop saves CMYK; reference is the source "
+            "RGB, so colours must come out right (two more levels for the YCC round trip)",
+        ),
+        _good_file(
             "palette_png",
             "palette.png",
             lambda: _encode(_palette_image(_palette_indices()), "PNG"),
@@ -697,6 +784,30 @@ def _format_cases() -> list[Case]:
                 functools.partial(_animated, "WEBP"),
                 _detailed_rgb,
                 note="three lossless frames; the reference is the first",
+            )
+        )
+    if features.check("avif"):
+        cases.append(
+            _good_file(
+                "avif",
+                "image.avif",
+                lambda: _encode(Image.fromarray(_smooth_rgb()), "AVIF", quality=90),
+                lambda: _decode_rgb_with_pillow(
+                    _encode(Image.fromarray(_smooth_rgb()), "AVIF", quality=90)
+                ),
+                atol=JPEG_ATOL,
+                note="lossy; reference is Pillow's own AVIF decode (Pillow >= 11.3)",
+            )
+        )
+    if _heif_support() is not None:
+        cases.append(
+            _good_file(
+                "heic",
+                "image.heic",
+                _heic,
+                _heic_reference,
+                atol=JPEG_ATOL,
+                note="lossy; only when pillow-heif is installed; reference is its own decode",
             )
         )
     return cases

@@ -30,6 +30,13 @@ from image_catalogue import (
     write_folder,
 )
 
+try:  # HEIC opens in Pillow only through the pillow-heif opener (skfeat registers it too)
+    import pillow_heif
+except ImportError:
+    pass
+else:
+    pillow_heif.register_heif_opener()
+
 # Stored format and PIL mode of the non-EXIF file cases.
 EXPECTED_FORMAT_AND_MODE = {
     "rgb_jpeg": ("JPEG", "RGB"),
@@ -37,6 +44,10 @@ EXPECTED_FORMAT_AND_MODE = {
     "grey_jpeg": ("JPEG", "L"),
     "cmyk_jpeg": ("JPEG", "CMYK"),
     "cmyk_tiff": ("TIFF", "CMYK"),
+    "cmyk_black_jpeg": ("JPEG", "CMYK"),
+    "ycck_jpeg": ("JPEG", "CMYK"),
+    "avif": ("AVIF", "RGB"),
+    "heic": ("HEIF", "RGB"),
     "palette_png": ("PNG", "P"),
     "palette_trns_png": ("PNG", "P"),
     "la_png": ("PNG", "LA"),
@@ -226,6 +237,14 @@ def test_file_opens_with_intended_format_and_mode(
             assert image.size == EXPECTED_SIZE[name]
         if name.startswith("animated"):
             assert image.n_frames == 3
+
+
+def test_ycck_jpeg_says_ycck_and_cmyk_jpegs_say_plain_cmyk(items: dict[str, object]) -> None:
+    with _open(items["ycck_jpeg"]) as image:
+        assert image.info["adobe_transform"] == 2
+    with _open(items["cmyk_black_jpeg"]) as image:
+        assert image.info["adobe_transform"] == 0
+        assert np.asarray(image)[..., 3].max() > 100  # the K channel carries the ramp
 
 
 def test_rgb16_png_is_16_bit() -> None:
