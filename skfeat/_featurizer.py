@@ -72,10 +72,11 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         were measured faithful to fp32 with real weights (cosine >= 0.99 for every
         image, a linear probe within 1 point); otherwise fp32. In bf16 neither
         measured backbone passed (EfficientNet-Lite0, MobileNetV2), so ``"auto"``
-        runs fp32 on every CPU and on CUDA. ``"bf16"``
-        on a CPU without native bf16 runs emulated, several times slower than fp32,
-        and warns (:class:`~skfeat.exceptions.DeviceWarning`); ``"fp16"`` on a CPU
-        warns and runs fp32. Figures: ``docs/benchmarks.md``.
+        runs fp32 on every CPU; on CUDA it runs ``"efficientnet_lite0"`` and
+        ``"mobilenet_v2"`` in fp16 (faithful: worst cosine 0.996) and the rest in fp32.
+        ``"bf16"`` on a CPU without native bf16 runs emulated, several times slower
+        than fp32, and warns (:class:`~skfeat.exceptions.DeviceWarning`); ``"fp16"``
+        on a CPU warns and runs fp32. Figures: ``docs/benchmarks.md``.
     n_jobs : int or None, default=None
         Threads that decode and resize images while the model runs. None uses all
         cores (at most 8); negative values count back from all cores.

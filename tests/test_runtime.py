@@ -312,11 +312,17 @@ def test_auto_precision_on_cuda(monkeypatch, faithful):
 
 
 def test_the_measured_allow_lists(native_bf16, monkeypatch):
-    # bf16 moved features too far for both measured backbones (docs/benchmarks.md).
-    assert FAITHFUL_MODELS == {"bf16": frozenset(), "fp16": frozenset()}
+    # bf16 moved features too far for both measured backbones, fp16 did not (docs/benchmarks.md).
+    assert FAITHFUL_MODELS == {
+        "bf16": frozenset(),
+        "fp16": frozenset({"efficientnet_lite0", MOBILENET}),
+    }
     native_bf16(True)
     assert resolve_precision("auto", CPU, MOBILENET) == "fp32"
     assert resolve_precision("auto", CPU, "efficientnet_lite0") == "fp32"
+    monkeypatch.setattr(precision_module, "_cuda_supports_bf16", lambda _d: True)
+    assert resolve_precision("auto", torch.device("cuda"), "efficientnet_lite0") == "fp16"
+    assert resolve_precision("auto", torch.device("cuda"), "torchvision:resnet50") == "fp32"
 
 
 def test_explicit_precisions_on_cpu(native_bf16):
