@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it; imported on first access (PEP 562).
 _LAZY = {
+    "ActivationCache": "skfeat._cache",
     "PretrainedCNNFeaturizer": "skfeat._featurizer",
     "check_images": "skfeat._check",
     "list_layers": "skfeat._discovery",
@@ -23,6 +24,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ActivationCache",
     "PretrainedCNNFeaturizer",
     "__version__",
     "check_images",

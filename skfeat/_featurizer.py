@@ -89,6 +89,15 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         call lists how many failed and the first few (its ``errors`` attribute holds
         them all). A bad image never changes the rows of the others.
         :func:`skfeat.check_images` finds unreadable images without running the model.
+    cache : None, True, str, path or ActivationCache, default=None
+        Reuse features across transforms, clones, CV folds and grid candidates.
+        A directory path (or an :class:`~skfeat.ActivationCache` on disk) also shares
+        them between processes and sessions; True uses a per-user cache folder;
+        an ``ActivationCache()`` without a directory keeps them in memory. Entries
+        are keyed by image content, model, weights, preprocessing and precision.
+        On a miss every named pooling (but ``"flatten"``) of the model's usual
+        stages is stored too, so a grid search over ``layer`` and ``pooling`` runs
+        the backbone about once per image. Callable poolings are not cached.
     progress : bool, default=False
         Show a progress bar with images per second.
 
@@ -109,6 +118,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     See Also
     --------
+    skfeat.ActivationCache : The store behind ``cache``, with its size limit and stats.
     skfeat.list_layers : Layer names of a model, with their output shapes.
     skfeat.list_poolings : The named poolings.
 
@@ -149,6 +159,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         precision: str = "auto",
         n_jobs: int | None = None,
         on_error: str = "raise",
+        cache: Any = None,
         progress: bool = False,
     ) -> None:
         self.model = model
@@ -161,6 +172,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self.precision = precision
         self.n_jobs = n_jobs
         self.on_error = on_error
+        self.cache = cache
         self.progress = progress
 
     # -- validation -------------------------------------------------------------------
@@ -196,6 +208,12 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             self._param_error("precision", f"one of {PRECISIONS}")
         if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0):
             self._param_error("n_jobs", "None or a non-zero int")
+        if not _is_cache_param(self.cache):
+            self._param_error(
+                "cache",
+                "None, True (a per-user cache folder), a directory path or an ActivationCache",
+                TypeError,
+            )
         if not isinstance(self.on_error, str) or self.on_error not in _ON_ERROR:
             self._param_error("on_error", f"a str among {list(_ON_ERROR)}")
         if not isinstance(self.progress, (bool, np.bool_)):
@@ -239,6 +257,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             The fitted featurizer.
         """
         from skfeat._backends import resolve_backend
+        from skfeat._caching import cache_layers
         from skfeat._extract import Target
 
         self._check_params()
@@ -261,6 +280,9 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self._backend = backend
         self._targets = targets
         self._classifier = architecture.classifier
+        # The stages a cache miss stores for other grid candidates (none without a cache).
+        caching = self.cache is not None and self.cache is not False
+        self._cache_layers = cache_layers(architecture) if caching else []
         self._feature_names = np.asarray(names, dtype=object)
         self.layers_ = [info.name for info in infos]
         self.layer_shapes_ = {info.name: info.shape for info in infos}
@@ -294,25 +316,10 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             With ``on_error="nan"`` or ``"zeros"``, once, when some images could not
             be read.
         """
-        from skfeat._runtime import featurize
-
         check_is_fitted(self)
         items = self._check_input(X, reset=False)
         try:
-            features, failures = featurize(
-                items,
-                backend=self._backend,
-                data_config=self.data_config_,
-                targets=self._targets,
-                classifier=self._classifier,
-                n_features=self.n_features_out_,
-                batch_size=self.batch_size,
-                device=self.device,
-                precision=self.precision,
-                n_jobs=self.n_jobs,
-                progress=self.progress,
-                on_error=self.on_error,
-            )
+            features, failures = self._featurize_through_cache(items)
         except ImageDecodeError as error:
             raise with_on_error_hint(error) from error.__cause__
         if failures:
@@ -322,6 +329,76 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             norms = np.linalg.norm(features, axis=1, keepdims=True)
             np.divide(features, norms, out=features, where=norms > 0)
         return features
+
+    def _featurize(
+        self,
+        items: list[Any],
+        targets: Any = None,
+        n_features: int | None = None,
+        positions: Any = None,
+    ) -> tuple[np.ndarray, list[Any]]:
+        """Run the engine on ``items`` (the fitted targets unless others are given)."""
+        from skfeat._runtime import featurize
+
+        return featurize(
+            items,
+            backend=self._backend,
+            data_config=self.data_config_,
+            targets=self._targets if targets is None else targets,
+            classifier=self._classifier,
+            n_features=self.n_features_out_ if n_features is None else n_features,
+            batch_size=self.batch_size,
+            device=self.device,
+            precision=self.precision,
+            n_jobs=self.n_jobs,
+            progress=self.progress,
+            on_error=self.on_error,
+            positions=positions,
+        )
+
+    def _resolved_precision(self) -> str:
+        """The precision the engine will run in (part of the cache key), without warning."""
+        from skfeat._precision import resolve_precision
+        from skfeat._runtime import resolve_device
+        from skfeat.exceptions import DeviceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeviceWarning)  # the engine warns once itself
+            device = resolve_device(self.device)
+            return resolve_precision(self.precision, device, self._backend.label)
+
+    def _featurize_through_cache(self, items: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        """The engine behind the activation cache: only images the cache lacks are run."""
+        from skfeat._caching import (
+            cacheable,
+            compute_signature,
+            featurize_cached,
+            namespace_key,
+            resolve_cache,
+        )
+        from skfeat._runtime import resolve_n_threads
+
+        cache = resolve_cache(self.cache)
+        if cache is None or not cacheable(self._targets):
+            return self._featurize(items)
+        model_key = self._backend.key
+        signature = compute_signature(self._resolved_precision())
+        fingerprint = self.data_config_.fingerprint()
+        return featurize_cached(
+            items,
+            cache=cache,
+            namespace=namespace_key(model_key, fingerprint, signature),
+            description={
+                "model": model_key,
+                "preprocessing": self.data_config_,
+                "compute": signature,
+            },
+            targets=self._targets,
+            stage_layers=self._cache_layers,
+            n_features=self.n_features_out_,
+            compute=self._featurize,
+            n_threads=resolve_n_threads(self.n_jobs),
+        )
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the output columns: layer, pooling and channel.
@@ -349,6 +426,14 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "n_features_out_")
+
+
+def _is_cache_param(cache: Any) -> bool:
+    from skfeat._cache import ActivationCache
+
+    if cache is None or isinstance(cache, (bool, ActivationCache)):
+        return True
+    return isinstance(cache, (str, os.PathLike)) and bool(os.fspath(cache))
 
 
 def _is_int(value: Any) -> bool:

@@ -59,8 +59,8 @@ __all__ = [
 ]
 
 _PREFETCH_BATCHES = 2
-# Measured end to end on a 2-core AVX2 CPU (docs/benchmarks.md): 16-32 are within noise of
-# each other, 8 loses to per-batch overheads, 64+ spills the caches.
+# End to end on 2-core CPUs (project research notes): 32 beat 8 (per-batch overheads) and
+# 64+ spills the 1 MB L2; not re-measured on the AVX2 machine, which was too loaded.
 CPU_AUTO_BATCH_SIZE = 32
 _CUDA_MAX_AUTO_BATCH = 256
 # Rough activation memory per image, in multiples of the float32 input: conservative for
@@ -115,7 +115,9 @@ def get_model(backend: Backend, device: Any, classifier: str | None) -> Prepared
     """The loaded backbone for this process, loading it on first use."""
     if isinstance(backend, ModuleBackend):
         per_module = _MODULE_REGISTRY.setdefault(backend.module, {})
-        key: Any = (str(backend.weights), str(device))
+        # The weights' fingerprint, not their name: a file replaced in place or a
+        # module changed in place must not be served from the stale copy.
+        key: Any = (backend.key, str(device))
         registry: dict[Any, PreparedModel] = per_module
     else:
         key = (os.getpid(), backend.key, str(device))
@@ -222,6 +224,7 @@ def featurize(
     n_jobs: int | None,
     progress: bool,
     on_error: str = "raise",
+    positions: Sequence[int] | None = None,
     precision: str = "auto",
 ) -> tuple[np.ndarray, list[Failure]]:
     """Compute the ``(len(items), n_features)`` float32 feature matrix, row i for item i.
@@ -230,6 +233,10 @@ def featurize(
     :class:`ImageDecodeError`. With ``"nan"`` or ``"zeros"`` its row is filled with
     that value, the other images of its batch are computed as usual, and the
     failures are returned beside the matrix.
+
+    ``positions`` says where each item sits in the caller's input (default: its index
+    in ``items``), so errors and failures name the image as the user numbered it when
+    only some items are computed (the activation cache's misses).
 
     ``batch_size`` is an int or ``"auto"`` (:func:`resolve_batch_size`); ``precision``
     is resolved by :func:`skfeat._precision.resolve_precision`. Neither changes which
@@ -259,6 +266,7 @@ def featurize(
     output = np.empty((n_images, n_features), dtype=np.float32)
     keep_going = on_error != "raise"
     min_side = draft_min_side(data_config)
+    labels = range(n_images) if positions is None else positions
     failures: list[Failure] = []
     bar = _progress_bar(n_images, progress)
     n_threads = resolve_n_threads(n_jobs)
@@ -271,7 +279,9 @@ def featurize(
             if start is not None:
                 stop = min(start + size, n_images)
                 futures = [
-                    pool.submit(_prepare_one, items[i], i, data_config, keep_going, min_side)
+                    pool.submit(
+                        _prepare_one, items[i], labels[i], data_config, keep_going, min_side
+                    )
                     for i in range(start, stop)
                 ]
                 pending.append((start, futures))

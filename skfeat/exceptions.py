@@ -13,6 +13,7 @@ from the builtin that ``except`` clauses already catch::
 
     SkfeatWarning(UserWarning)
     ├── ImageDecodeWarning                               some images failed, rows kept
+    ├── CacheWarning                                     the activation cache could not be written
     └── DeviceWarning                                    requested device/precision not usable
 
 Examples
@@ -25,6 +26,7 @@ True
 from __future__ import annotations
 
 __all__ = [
+    "CacheWarning",
     "DeviceWarning",
     "ImageDecodeError",
     "ImageDecodeWarning",
@@ -174,5 +176,16 @@ class DeviceWarning(SkfeatWarning):
     --------
     >>> from skfeat.exceptions import DeviceWarning, SkfeatWarning
     >>> issubclass(DeviceWarning, SkfeatWarning)
+    True
+    """
+
+
+class CacheWarning(SkfeatWarning):
+    """The activation cache could not store features; they are returned all the same.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import CacheWarning, SkfeatWarning
+    >>> issubclass(CacheWarning, SkfeatWarning)
     True
     """

@@ -56,6 +56,14 @@ def make_tiny_backbone() -> TinyNet:
     return model.eval()
 
 
+def __getattr__(name: str):
+    # A fresh process (a loky worker) unpickling a tiny model finds its class here.
+    if name == "TinyNet":
+        make_tiny_backbone()
+        return globals()["TinyNet"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @pytest.fixture
 def tiny_model():
     """A fresh tiny backbone (``nn.Module``) with fixed weights."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import weakref
 from typing import Any
 
 from skfeat._backends._base import Backend, is_weights_path
@@ -11,6 +12,12 @@ from skfeat._preprocess import DataConfig
 from skfeat.exceptions import UnknownModelError
 
 __all__ = ["ModuleBackend"]
+
+# module -> (stamp of its tensors, fingerprint): hashing every weight is skipped
+# while no tensor was replaced or changed in place (torch counts in-place writes).
+_FINGERPRINTS: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], str]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class ModuleBackend(Backend):
@@ -38,11 +45,20 @@ class ModuleBackend(Backend):
     def weights_fingerprint(self) -> str:
         if is_weights_path(self.weights):
             return super().weights_fingerprint()
+        state = self.module.state_dict(keep_vars=True)
+        stamp = tuple(
+            (name, id(tensor), tensor.data_ptr(), tensor._version) for name, tensor in state.items()
+        )
+        known = _FINGERPRINTS.get(self.module)
+        if known is not None and known[0] == stamp:
+            return known[1]
         digest = hashlib.sha256()
-        for name, tensor in self.module.state_dict().items():
+        for name, tensor in state.items():
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return f"module-{digest.hexdigest()[:16]}"
+        fingerprint = f"module-{digest.hexdigest()[:16]}"
+        _FINGERPRINTS[self.module] = (stamp, fingerprint)
+        return fingerprint
 
     def build(self) -> Any:
         return copy.deepcopy(self.module)

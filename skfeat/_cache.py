@@ -1,0 +1,483 @@
+"""The activation store: :class:`ActivationCache`, in memory or on disk.
+
+An entry is the set of pooled float32 vectors of one image under one model
+namespace (architecture, weights, preprocessing, precision), stored as
+``{"layer|pooling": vector}``. Raw feature maps are never stored.
+
+The handle is what travels: ``copy.deepcopy`` (and so :func:`sklearn.base.clone`)
+returns the same object, and a pickle carries only ``directory`` and ``max_bytes``
+(plus a token for in-memory caches), so clones, folds and grid candidates share one
+store in a process, and joblib or Dask workers share an on-disk one. Handles to the
+same store in one process share their counters and, in memory, their contents.
+
+On disk, each entry is one file ``<directory>/<namespace>/<2 hex>/<image key>.skfc``
+holding a small JSON header, the float32 payload and a BLAKE2b checksum. Files are
+written to a temporary name and renamed into place, so readers never see half an
+entry and concurrent writers of the same entry are safe. A truncated or corrupt file
+is detected on read, removed and recomputed. Hits refresh the file's modification
+time, which orders eviction (least recently used first) when ``max_bytes`` is exceeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULT_MAX_BYTES", "ActivationCache", "Entry"]
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+ENTRY_SUFFIX = ".skfc"
+_MAGIC = b"SKFC\x01"
+_HEADER_LENGTH = struct.Struct("<I")
+_DIGEST_SIZE = 16
+_TEMP_PREFIX = ".tmp-"
+_STALE_TEMP_SECONDS = 3600.0
+_EVICT_TO = 0.9  # evict down to this fraction of max_bytes, so eviction runs rarely
+_INFO_FILE = "namespace.json"
+
+Entry = dict[str, np.ndarray]
+
+
+@dataclass
+class _State:
+    """What all handles to one store share within a process."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    corrupt: int = 0
+    # In memory: (namespace, image key) -> entry, least recently used first.
+    memory: OrderedDict[tuple[str, str], Entry] = field(default_factory=OrderedDict)
+    memory_bytes: int = 0
+    # On disk: bytes at the last scan plus bytes this process wrote since.
+    disk_bytes: int | None = None
+    described: set[str] = field(default_factory=set)
+
+
+# In-memory stores live as long as a handle does; on-disk ones only hold counters,
+# kept for the process so that ActivationCache(path).stats() counts earlier work.
+_MEMORY_STATES: weakref.WeakValueDictionary[str, _State] = weakref.WeakValueDictionary()
+_DISK_STATES: dict[str, _State] = {}
+_STATES_LOCK = threading.Lock()
+
+
+def _shared_state(registry: Any, key: str) -> _State:
+    with _STATES_LOCK:
+        state = registry.get(key)
+        if state is None:
+            state = _State()
+            registry[key] = state
+        return state
+
+
+def _restore(directory: str | None, max_bytes: int | None, token: str) -> ActivationCache:
+    cache = ActivationCache.__new__(ActivationCache)
+    cache._open(None if directory is None else Path(directory), max_bytes, token)
+    return cache
+
+
+class ActivationCache:
+    """A store of pooled activations, shared by clones, folds and grid candidates.
+
+    Give it to :class:`~skfeat.PretrainedCNNFeaturizer` as ``cache=``. Features are
+    keyed by the image's content (file bytes, array bytes, pixels), the model and its
+    weights, the preprocessing recipe and the compute precision, so a change in any
+    of them is a miss, never a stale result. On a miss the featurizer stores every
+    named pooling (except ``"flatten"``) of the model's usual stages, so a grid search
+    over ``layer`` and ``pooling`` runs the backbone about once per image.
+
+    Parameters
+    ----------
+    directory : str, path or None, default=None
+        Where entries live. None keeps them in this process's memory; a directory
+        (created on first use, ``~`` expanded) persists them and shares them with
+        other processes, such as the workers of ``GridSearchCV(n_jobs=2)``.
+    max_bytes : int or None, default=2 GiB
+        Size limit of the stored entries. When a write goes past it, the least
+        recently used entries are removed. None means no limit. On disk the size is
+        checked after each batch of writes, so it can briefly exceed the limit.
+
+    See Also
+    --------
+    PretrainedCNNFeaturizer : Its ``cache`` parameter takes this object, a directory
+        path or True (a per-user cache directory).
+
+    Notes
+    -----
+    ``copy.deepcopy(cache)`` returns ``cache`` itself, so :func:`sklearn.base.clone`
+    keeps the store shared. A pickle holds only the handle: an on-disk cache reopens
+    its directory when unpickled (in another process too); an in-memory cache
+    unpickles to the same store within a process and to an empty one elsewhere, so
+    use a directory when the work runs in several processes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfeat import ActivationCache, PretrainedCNNFeaturizer
+    >>> images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    >>> cache = ActivationCache()
+    >>> featurizer = PretrainedCNNFeaturizer(
+    ...     "resnet18", weights=None, layer="layer3", cache=cache, n_jobs=1
+    ... )
+    >>> first = featurizer.fit_transform(images)
+    >>> again = featurizer.set_params(layer="layer2", pooling="gem").fit_transform(images)
+    >>> cache.stats()["hits"], cache.stats()["misses"]
+    (3, 3)
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if directory is not None and not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(
+                f"ActivationCache's directory must be None (in memory) or a directory path. "
+                f"Got {directory!r} instead."
+            )
+        if directory is not None and not os.fspath(directory):
+            raise ValueError(
+                "ActivationCache's directory must not be empty. Pass a directory path, or "
+                "None to keep the cache in memory."
+            )
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer))
+        ):
+            raise TypeError(
+                f"ActivationCache's max_bytes must be an int or None (no limit). "
+                f"Got {max_bytes!r} instead."
+            )
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(
+                f"ActivationCache's max_bytes must be >= 0 or None (no limit). "
+                f"Got {max_bytes!r} instead."
+            )
+        path = None if directory is None else Path(directory).expanduser().absolute()
+        self._open(path, None if max_bytes is None else int(max_bytes), uuid.uuid4().hex)
+
+    def _open(self, directory: Path | None, max_bytes: int | None, token: str) -> None:
+        """Attach this handle to its store (shared by every handle to it in this process)."""
+        self._directory = directory
+        self._max_bytes = max_bytes
+        self._token = token
+        if self._directory is None:
+            self._state = _shared_state(_MEMORY_STATES, self._token)
+        else:
+            self._state = _shared_state(_DISK_STATES, os.fspath(self._directory))
+
+    # -- the handle ----------------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path | None:
+        """The directory of an on-disk cache, or None for an in-memory one."""
+        return self._directory
+
+    @property
+    def max_bytes(self) -> int | None:
+        """The size limit in bytes, or None for no limit."""
+        return self._max_bytes
+
+    def __repr__(self) -> str:
+        directory = None if self._directory is None else os.fspath(self._directory)
+        return f"ActivationCache(directory={directory!r}, max_bytes={self._max_bytes!r})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ActivationCache:
+        return self  # clones, folds and candidates share one store
+
+    def __copy__(self) -> ActivationCache:
+        return self
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        directory = None if self._directory is None else os.fspath(self._directory)
+        return _restore, (directory, self._max_bytes, self._token)
+
+    # -- public operations -------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counters and size of the store.
+
+        Returns
+        -------
+        stats : dict of str to int
+            ``hits`` and ``misses``: distinct images looked up by this process that
+            were found or had to be computed; ``evictions``: entries removed to stay
+            under ``max_bytes``; ``corrupt``: damaged entries found and recomputed;
+            ``entries`` and ``bytes``: what the store holds now (on disk: written by
+            any process).
+        """
+        if self._directory is None:
+            with self._state.lock:
+                entries, size = len(self._state.memory), self._state.memory_bytes
+        else:
+            files = list(self._entry_files())
+            entries, size = len(files), sum(file.size for file in files)
+        state = self._state
+        return {
+            "hits": state.hits,
+            "misses": state.misses,
+            "evictions": state.evictions,
+            "corrupt": state.corrupt,
+            "entries": entries,
+            "bytes": size,
+        }
+
+    def clear(self) -> None:
+        """Remove every entry and reset the counters.
+
+        On disk only skfeat's own files are removed (entries, temporary files and
+        namespace descriptions), then the folders they leave empty.
+        """
+        state = self._state
+        with state.lock:
+            state.memory.clear()
+            state.memory_bytes = 0
+            state.hits = state.misses = state.evictions = state.corrupt = 0
+            state.described.clear()
+            state.disk_bytes = None
+        if self._directory is None or not self._directory.is_dir():
+            return
+        for root, _dirs, files in os.walk(self._directory, topdown=False):
+            for name in files:
+                if (
+                    name.endswith(ENTRY_SUFFIX)
+                    or name.startswith(_TEMP_PREFIX)
+                    or (name == _INFO_FILE)
+                ):
+                    _remove(os.path.join(root, name))
+            if root != os.fspath(self._directory):
+                try:
+                    os.rmdir(root)
+                except OSError:
+                    pass  # not empty: holds files that are not ours
+
+    # -- used by skfeat._caching (not public) ------------------------------------------
+
+    def _record(self, *, hits: int, misses: int) -> None:
+        """Count lookups: ``hits`` images found, ``misses`` images to compute."""
+        with self._state.lock:
+            self._state.hits += hits
+            self._state.misses += misses
+
+    def _get_many(self, namespace: str, keys: Iterable[str]) -> list[Entry | None]:
+        """The entry of each image key, or None where there is none (or it was damaged)."""
+        if self._directory is None:
+            return [self._memory_get(namespace, key) for key in keys]
+        return [self._disk_get(namespace, key) for key in keys]
+
+    def _put_many(self, namespace: str, entries: Mapping[str, Entry]) -> None:
+        """Store entries (replacing older ones), then evict down to ``max_bytes``.
+
+        Raises
+        ------
+        OSError
+            When the directory cannot be created or written.
+        """
+        if not entries:
+            return
+        if self._directory is None:
+            for key, entry in entries.items():
+                self._memory_put(namespace, key, entry)
+            return
+        written = sum(self._disk_put(namespace, key, entry) for key, entry in entries.items())
+        if self._max_bytes is None:
+            return
+        state = self._state
+        with state.lock:
+            # The size is what the last scan found plus what this process wrote since;
+            # a scan (which also sees other processes' entries) runs when it is unknown
+            # or past the limit.
+            if state.disk_bytes is not None:
+                state.disk_bytes += written
+            over = state.disk_bytes is None or state.disk_bytes > self._max_bytes
+        if over:
+            self._disk_evict()
+
+    def _describe(self, namespace: str, description: Mapping[str, Any]) -> None:
+        """Write what a namespace stands for beside its entries, for people browsing it."""
+        if self._directory is None or namespace in self._state.described:
+            return
+        path = self._directory / namespace / _INFO_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(dict(description), indent=2, sort_keys=True, default=str)
+            _atomic_write(path, text.encode())
+        self._state.described.add(namespace)
+
+    # -- in memory ---------------------------------------------------------------------
+
+    def _memory_get(self, namespace: str, key: str) -> Entry | None:
+        state = self._state
+        with state.lock:
+            entry = state.memory.get((namespace, key))
+            if entry is not None:
+                state.memory.move_to_end((namespace, key))
+            return entry
+
+    def _memory_put(self, namespace: str, key: str, entry: Entry) -> None:
+        frozen = {}
+        for name, vector in entry.items():
+            vector = np.array(vector, dtype=np.float32, copy=True).reshape(-1)
+            vector.flags.writeable = False  # callers must not change the stored values
+            frozen[name] = vector
+        size = _entry_nbytes(frozen)
+        state = self._state
+        with state.lock:
+            old = state.memory.pop((namespace, key), None)
+            if old is not None:
+                state.memory_bytes -= _entry_nbytes(old)
+            state.memory[(namespace, key)] = frozen
+            state.memory_bytes += size
+            while (
+                self._max_bytes is not None
+                and state.memory_bytes > self._max_bytes
+                and state.memory
+            ):
+                _, evicted = state.memory.popitem(last=False)
+                state.memory_bytes -= _entry_nbytes(evicted)
+                state.evictions += 1
+
+    # -- on disk -----------------------------------------------------------------------
+
+    def _entry_path(self, namespace: str, key: str) -> Path:
+        assert self._directory is not None
+        return self._directory / namespace / key[:2] / f"{key}{ENTRY_SUFFIX}"
+
+    def _disk_get(self, namespace: str, key: str) -> Entry | None:
+        path = self._entry_path(namespace, key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None  # unreadable: recompute rather than fail
+        entry = decode_entry(data)
+        if entry is None:
+            with self._state.lock:
+                self._state.corrupt += 1
+            _remove(path)
+            return None
+        try:
+            os.utime(path)  # the modification time orders eviction: this one was just used
+        except OSError:
+            pass
+        return entry
+
+    def _disk_put(self, namespace: str, key: str, entry: Entry) -> int:
+        path = self._entry_path(namespace, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = encode_entry(entry)
+        _atomic_write(path, data)
+        return len(data)
+
+    def _entry_files(self) -> Iterator[_File]:
+        if self._directory is None or not self._directory.is_dir():
+            return
+        now = time.time()
+        for root, _dirs, files in os.walk(self._directory):
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    info = os.stat(path)
+                except OSError:
+                    continue  # removed meanwhile by another process
+                if name.endswith(ENTRY_SUFFIX):
+                    yield _File(path, info.st_size, info.st_mtime_ns)
+                elif name.startswith(_TEMP_PREFIX) and now - info.st_mtime > _STALE_TEMP_SECONDS:
+                    _remove(path)  # left behind by a process that died mid-write
+
+    def _disk_evict(self) -> None:
+        files = sorted(self._entry_files(), key=lambda file: file.mtime_ns)
+        total = sum(file.size for file in files)
+        evicted = 0
+        if self._max_bytes is not None and total > self._max_bytes:
+            target = int(self._max_bytes * _EVICT_TO)
+            for file in files:
+                if total <= target:
+                    break
+                if _remove(file.path):
+                    evicted += 1
+                total -= file.size
+        with self._state.lock:
+            self._state.disk_bytes = total
+            self._state.evictions += evicted
+
+
+@dataclass(frozen=True)
+class _File:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def _entry_nbytes(entry: Entry) -> int:
+    return sum(vector.nbytes for vector in entry.values())
+
+
+def _remove(path: str | os.PathLike[str]) -> bool:
+    try:
+        os.remove(path)
+    except OSError:
+        return False
+    return True
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    handle, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        _remove(temp)
+        raise
+
+
+def encode_entry(entry: Mapping[str, np.ndarray]) -> bytes:
+    """Serialise an entry: magic, header length, JSON header, float32 payload, checksum."""
+    names = sorted(entry)
+    vectors = [np.ascontiguousarray(entry[name], dtype="<f4").reshape(-1) for name in names]
+    header = json.dumps({"names": names, "sizes": [int(v.size) for v in vectors]}).encode()
+    body = header + b"".join(vector.tobytes() for vector in vectors)
+    digest = hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest()
+    return _MAGIC + _HEADER_LENGTH.pack(len(header)) + body + digest
+
+
+def decode_entry(data: bytes) -> Entry | None:
+    """Parse :func:`encode_entry`'s bytes; None when they are truncated or damaged."""
+    prefix = len(_MAGIC) + _HEADER_LENGTH.size
+    if len(data) < prefix + _DIGEST_SIZE or not data.startswith(_MAGIC):
+        return None
+    body, digest = data[prefix:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
+    if hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest() != digest:
+        return None
+    (header_length,) = _HEADER_LENGTH.unpack_from(data, len(_MAGIC))
+    try:
+        header = json.loads(body[:header_length])
+        names, sizes = list(header["names"]), [int(size) for size in header["sizes"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+    payload = np.frombuffer(body, dtype="<f4", offset=header_length)
+    if len(names) != len(sizes) or payload.size != sum(sizes):
+        return None
+    entry: Entry = {}
+    start = 0
+    for name, size in zip(names, sizes, strict=True):
+        entry[name] = payload[start : start + size].astype(np.float32)
+        start += size
+    return entry

@@ -1,0 +1,323 @@
+"""``skfeat extract``: images to a feature file, in chunks, resumable.
+
+The images are featurized a chunk at a time, so memory stays flat however many there
+are. Progress lives in a folder beside the output (``<OUT>.partial/``) holding the
+partial data and ``state.json``: which chunks are done and a fingerprint of the inputs
+and options. ``--resume`` continues from the last finished chunk when the fingerprint
+matches; the finished file is then renamed into place and the folder removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skfeat._cli._common import CommandError, note, warn
+from skfeat._cli._writers import FORMATS, make_writer
+
+__all__ = ["ExtractOptions", "ExtractReport", "check_output", "run_extract", "workdir_for"]
+
+_STATE = "state.json"
+_STATE_VERSION = 1
+_LISTED_FAILURES = 10
+_CLI_WORDING = {
+    "Pass on_error='nan'": "Pass --on-error nan",
+    "on_error='nan'": "--on-error nan",
+    "on_error='zeros'": "--on-error zeros",
+    "skfeat.check_images(X)": "skfeat check SRC",
+}
+_IMAGE_INDEX = re.compile(r"(\bimage )(\d+)\b")
+
+
+@dataclass
+class ExtractOptions:
+    """The featurizer settings and run options of one ``skfeat extract``."""
+
+    model: str = "efficientnet_lite0"
+    weights: str | None = "DEFAULT"
+    layer: str | list[str] = "penultimate"
+    pooling: str = "avg"
+    normalize: str | None = None
+    batch_size: int | str = 32
+    device: str = "auto"
+    precision: str | None = None
+    on_error: str | None = None
+    cache: str | None = None
+    n_jobs: int | None = None
+    chunk_size: int = 1024
+    list_column: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ExtractReport:
+    """What a run wrote."""
+
+    output: Path
+    n_rows: int
+    n_features: int
+    chunks_resumed: int
+    failed: list[int] = field(default_factory=list)
+
+
+def workdir_for(output: Path) -> Path:
+    """The folder beside ``output`` that holds an unfinished run."""
+    return output.with_name(output.name + ".partial")
+
+
+def build_featurizer(options: ExtractOptions) -> Any:
+    """A :class:`PretrainedCNNFeaturizer` from the options, passing only what it accepts."""
+    from skfeat import PretrainedCNNFeaturizer
+
+    featurizer = PretrainedCNNFeaturizer(options.model)
+    accepted = featurizer.get_params()
+    params: dict[str, Any] = {
+        "weights": options.weights,
+        "layer": options.layer,
+        "pooling": options.pooling,
+        "normalize": options.normalize,
+        "batch_size": options.batch_size,
+        "device": options.device,
+        "n_jobs": options.n_jobs,
+        "progress": options.progress,
+    }
+    optional = (("precision", "--precision"), ("on_error", "--on-error"), ("cache", "--cache"))
+    for name, flag in optional:
+        value = getattr(options, name)
+        if value is None:
+            continue
+        if name not in accepted:
+            raise CommandError(
+                f"{flag} is not supported by this version of skfeat's featurizer; "
+                f"leave it out or upgrade skfeat."
+            )
+        params[name] = value
+    return featurizer.set_params(**params)
+
+
+def _fingerprint_parts(
+    paths: list[str], featurizer: Any, fmt: str, options: ExtractOptions
+) -> dict[str, Any]:
+    """What must not change between a run and its resumption, as short strings."""
+    import skfeat
+
+    params = featurizer.get_params()
+    weights = params["weights"]
+    if weights is not None and os.path.isfile(str(weights)):
+        stat = os.stat(weights)
+        weights = f"{os.path.abspath(weights)} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})"
+    digest = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
+    names = hashlib.sha256("\n".join(featurizer.get_feature_names_out()).encode()).hexdigest()
+    return {
+        "inputs": f"{len(paths)} paths, sha256 {digest[:16]}",
+        "model": str(params["model"]),
+        "weights": str(weights),
+        "features": f"{featurizer.n_features_out_} columns, sha256 {names[:16]}",
+        "normalize": str(params["normalize"]),
+        "precision": str(params.get("precision")),
+        "on_error": str(params.get("on_error")),
+        "format": fmt,
+        "list_column": str(options.list_column),
+        "chunk_size": str(options.chunk_size),
+        "skfeat": skfeat.__version__,
+    }
+
+
+def _load_state(workdir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((workdir / _STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _save_state(workdir: Path, state: dict[str, Any]) -> None:
+    temporary = workdir / (_STATE + ".tmp")
+    temporary.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(temporary, workdir / _STATE)  # a reader never sees half a state
+
+
+def _prepare_workdir(
+    output: Path, parts: dict[str, Any], options: ExtractOptions
+) -> tuple[Path, dict[str, Any]]:
+    workdir = workdir_for(output)
+    fresh = {"version": _STATE_VERSION, "fingerprint": parts, "chunks_done": 0, "failed": []}
+    if workdir.exists():
+        state = _load_state(workdir)
+        if not options.resume:
+            raise CommandError(
+                f"an unfinished run left {str(workdir)!r}. Rerun with --resume to continue "
+                "it, or delete that folder to start over."
+            )
+        if state is None or state.get("version") != _STATE_VERSION:
+            note(f"No usable progress in {str(workdir)!r}; starting from the beginning.")
+            shutil.rmtree(workdir)
+        else:
+            changed = [k for k in parts if state["fingerprint"].get(k) != parts[k]]
+            if changed:
+                details = "; ".join(
+                    f"{k}: was {state['fingerprint'].get(k)!r}, now {parts[k]!r}" for k in changed
+                )
+                raise CommandError(
+                    f"cannot resume into {str(output)!r}: the inputs or options changed "
+                    f"({details}). Use the same SRC and options, or delete "
+                    f"{str(workdir)!r} to start over."
+                )
+            return workdir, state
+    elif options.resume:
+        note("Nothing to resume; starting from the beginning.")
+    workdir.mkdir(parents=True)
+    _save_state(workdir, fresh)
+    return workdir, fresh
+
+
+def _failed_rows(features: np.ndarray, on_error: str | None) -> np.ndarray:
+    """Rows the featurizer filled instead of computing (``on_error`` 'nan' or 'zeros')."""
+    if on_error == "nan":
+        return np.flatnonzero(np.isnan(features).all(axis=1))
+    if on_error == "zeros":
+        return np.flatnonzero(~features.any(axis=1))
+    return np.empty(0, dtype=np.intp)
+
+
+def check_output(output: Path, options: ExtractOptions) -> str:
+    """Fail early on an output the run could not write; return its format."""
+    fmt = FORMATS.get(output.suffix.lower())
+    if fmt is None:
+        raise CommandError(
+            f"cannot tell the format of {str(output)!r} from its extension; "
+            "use .parquet, .npy or .csv."
+        )
+    if not output.parent.is_dir():
+        raise CommandError(f"the output folder {str(output.parent)!r} does not exist.")
+    if output.exists() and not options.overwrite:
+        raise CommandError(f"{str(output)!r} exists already; pass --overwrite to replace it.")
+    if options.chunk_size < 1:
+        raise CommandError(f"--chunk-size must be >= 1, got {options.chunk_size}.")
+    return fmt
+
+
+def run_extract(
+    paths: list[str], output: Path, options: ExtractOptions, metadata: dict[str, Any]
+) -> ExtractReport:
+    """Featurize ``paths`` into ``output``, chunk by chunk; see the module docstring."""
+    fmt = check_output(output, options)
+    if fmt == "parquet":
+        from skfeat._optional import import_optional
+
+        import_optional("pyarrow", extra="parquet", purpose="writing Parquet")
+
+    featurizer = build_featurizer(options).fit(paths)
+    names = [str(name) for name in featurizer.get_feature_names_out()]
+    parts = _fingerprint_parts(paths, featurizer, fmt, options)
+    workdir, state = _prepare_workdir(output, parts, options)
+    writer = make_writer(fmt, workdir, paths, names, metadata, {"list_column": options.list_column})
+    writer.start(state)
+
+    n_images = len(paths)
+    starts = range(0, n_images, options.chunk_size)
+    n_chunks = len(starts)
+    resumed = int(state["chunks_done"])
+    if resumed:
+        note(f"Resuming: {resumed} of {n_chunks} chunks were done already.")
+    on_error = featurizer.get_params().get("on_error")
+    started = time.perf_counter()
+    done_images = 0
+    for index in range(resumed, n_chunks):
+        start = starts[index]
+        stop = min(start + options.chunk_size, n_images)
+        if n_chunks > 1:
+            note(f"Chunk {index + 1}/{n_chunks}: images {start + 1}-{stop} of {n_images}")
+        try:
+            with warnings.catch_warnings():
+                # Failed images are reported once, at the end, with their paths.
+                warnings.simplefilter("ignore", _decode_warning())
+                features = featurizer.transform(paths[start:stop])
+        except BaseException as error:
+            if index > 0:
+                note(f"{index} of {n_chunks} chunks are saved; rerun with --resume to continue.")
+            wrapped = _in_chunk(error, start, stop) if isinstance(error, Exception) else error
+            if wrapped is error:
+                raise
+            raise wrapped from error
+        failed = (_failed_rows(features, on_error) + start).tolist()
+        extra = writer.write(index, start, features)
+        state.update(extra)
+        state["failed"] = [*state["failed"], *failed]
+        state["chunks_done"] = index + 1
+        _save_state(workdir, state)
+        done_images += stop - start
+    elapsed = time.perf_counter() - started
+
+    moves = writer.finish(n_chunks, output)
+    for built, destination in moves:
+        os.replace(built, destination)
+    shutil.rmtree(workdir)
+
+    rate = f", {done_images / elapsed:.1f} images/s" if done_images and elapsed > 0 else ""
+    note(
+        f"Wrote {n_images} rows x {len(names)} features to {str(output)!r} "
+        f"in {elapsed:.1f} s{rate}."
+    )
+    report = ExtractReport(output, n_images, len(names), resumed, list(state["failed"]))
+    _report_failures(report, paths, on_error)
+    return report
+
+
+def _decode_warning() -> type[Warning]:
+    from skfeat.exceptions import ImageDecodeWarning
+
+    return ImageDecodeWarning
+
+
+def _in_chunk(error: Exception, start: int, stop: int) -> Exception:
+    """The error with image indices counted over all inputs, not within the chunk."""
+    from skfeat.exceptions import SkfeatError
+
+    if not isinstance(error, SkfeatError | OSError | ValueError | ImportError):
+        return error
+    message = " ".join(str(error).split())
+    for python, flag in _CLI_WORDING.items():  # say it the way this command line takes it
+        message = message.replace(python, flag)
+    if start > 0:
+        renumbered, count = _IMAGE_INDEX.subn(
+            lambda m: f"{m.group(1)}{int(m.group(2)) + start}", message, count=1
+        )
+        message = renumbered if count else f"{message} (in rows {start}-{stop - 1})"
+    return CommandError(message)
+
+
+def _report_failures(report: ExtractReport, paths: list[str], on_error: str | None) -> None:
+    if not report.failed:
+        return
+    fill = "NaN" if on_error == "nan" else "zeros"
+    warn(
+        f"{len(report.failed)} of {report.n_rows} images could not be read; their rows "
+        f"are {fill} in {str(report.output)!r}:"
+    )
+    listed = report.failed[:_LISTED_FAILURES]
+    reasons = _reasons([paths[row] for row in listed])
+    for row, reason in zip(listed, reasons, strict=True):
+        warn(f"  row {row}: {paths[row]}" + (f": {reason}" if reason else ""))
+    if len(report.failed) > _LISTED_FAILURES:
+        warn(f"  ... and {len(report.failed) - _LISTED_FAILURES} more (rows all {fill}).")
+
+
+def _reasons(paths: list[str]) -> list[str | None]:
+    """Why each image cannot be read, from :func:`skfeat.check_images` where it exists."""
+    import skfeat
+
+    if "check_images" not in skfeat.__all__:
+        return [None] * len(paths)
+    return [row["error"] for row in skfeat.check_images(paths, as_frame=False)]

