@@ -59,9 +59,10 @@ __all__ = [
 ]
 
 _PREFETCH_BATCHES = 2
-# End to end on 2-core CPUs (project research notes): 32 beat 8 (per-batch overheads) and
-# 64+ spills the 1 MB L2; not re-measured on the AVX2 machine, which was too loaded.
-CPU_AUTO_BATCH_SIZE = 32
+# Measured end to end on a 2-core AVX2 CPU (docs/benchmarks.md), fp32 channels-last:
+# batch 8 beat 32 by 21% on resnet50 and 15% on mobilenet_v3_large; larger batches
+# spill the 1 MB L2 cache per core.
+CPU_AUTO_BATCH_SIZE = 8
 _CUDA_MAX_AUTO_BATCH = 256
 # Rough activation memory per image, in multiples of the float32 input: conservative for
 # ResNet-50-sized CNNs at inference; out-of-memory halving covers the rest.

@@ -224,7 +224,7 @@ def test_out_of_memory_on_a_single_image_and_other_errors_propagate(tiny_model, 
 
 
 def test_auto_batch_size_per_device(monkeypatch):
-    assert runtime.resolve_batch_size("auto", CPU, 224) == runtime.CPU_AUTO_BATCH_SIZE == 32
+    assert runtime.resolve_batch_size("auto", CPU, 224) == runtime.CPU_AUTO_BATCH_SIZE == 8
     assert runtime.resolve_batch_size(7, CPU, 224) == 7
     cuda = torch.device("cuda")
     gib = 1024**3
