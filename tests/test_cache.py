@@ -33,31 +33,9 @@ from skfeat._caching import (
 )
 from skfeat.exceptions import CacheWarning, ImageDecodeError
 
+from conftest import BatchLog
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-class BatchLog:
-    """A forward pre-hook that appends each batch size to a file, in any process.
-
-    Registered on the user's module, it travels with every copy skfeat makes (clones,
-    the per-process registry, loky workers), so the file counts every image that went
-    through the backbone. Meta-device passes (layer tracing in ``fit``) are not images.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __call__(self, _module, inputs) -> None:
-        if inputs[0].device.type == "meta":
-            return
-        with open(self.path, "a") as handle:
-            handle.write(f"{inputs[0].shape[0]}\n")
-
-    def images(self) -> int:
-        if not os.path.exists(self.path):
-            return 0
-        with open(self.path) as handle:
-            return sum(int(line) for line in handle if line.strip())
 
 
 @pytest.fixture

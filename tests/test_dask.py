@@ -24,6 +24,8 @@ from skfeat import PretrainedCNNFeaturizer  # noqa: E402
 from skfeat.dask import featurize, featurize_array  # noqa: E402
 from skfeat.exceptions import ImageDecodeError, InvalidInputError  # noqa: E402
 
+from conftest import BatchLog  # noqa: E402
+
 N_IMAGES = 14
 N_PARTITIONS = 4
 # a non-trivial index: strings, sorted (so divisions are known), not 0..n-1
@@ -301,29 +303,6 @@ def test_grid_search_under_the_dask_joblib_backend_matches_local(client, image_t
     np.testing.assert_allclose(
         remote.predict_proba(paths), local.predict_proba(paths), rtol=0, atol=1e-5
     )
-
-
-class BatchLog:
-    """A forward pre-hook that appends each batch's size to a file, from any process.
-
-    Registered on a module, it travels with every copy of the featurizer (clones,
-    the worker processes), so the file counts every image through the backbone.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __call__(self, _module, inputs) -> None:
-        if inputs[0].device.type == "meta":  # layer tracing in fit is not an image
-            return
-        with open(self.path, "a") as handle:
-            handle.write(f"{inputs[0].shape[0]}\n")
-
-    def images(self) -> int:
-        if not os.path.exists(self.path):
-            return 0
-        with open(self.path) as handle:
-            return sum(int(line) for line in handle if line.strip())
 
 
 @pytest.mark.slow
