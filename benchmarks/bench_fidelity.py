@@ -67,14 +67,14 @@ def large_photos(n: int, seed: int = 0) -> list[bytes]:
 
 def features_with_draft(featurizer, items, factor: int | None) -> np.ndarray:
     """Features with the draft rule's factor swapped (None: always decode in full)."""
-    import skfeat._runtime as runtime
+    import skfeat._runtime._engine as engine
 
-    original = runtime.draft_min_side
-    runtime.draft_min_side = lambda config: 0 if factor is None else factor * config.resize_size
+    original = engine.draft_min_side
+    engine.draft_min_side = lambda config: 0 if factor is None else factor * config.resize_size
     try:
         return featurizer.transform(items)
     finally:
-        runtime.draft_min_side = original
+        engine.draft_min_side = original
 
 
 def decode_seconds(items, min_side: int | None) -> float:
@@ -143,10 +143,10 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
 
 def features_in(featurizer, paths, precision: str) -> tuple[np.ndarray, float]:
     """Features with ``precision`` forced (the CPU fp16 fallback is bypassed)."""
-    import skfeat._runtime as runtime
+    import skfeat._runtime._settings as settings
 
-    original = runtime.resolve_precision
-    runtime.resolve_precision = lambda precision, device, label: precision
+    original = settings.resolve_precision
+    settings.resolve_precision = lambda precision, device, label: precision
     try:
         featurizer.set_params(precision=precision)
         start = time.perf_counter()
@@ -155,7 +155,7 @@ def features_in(featurizer, paths, precision: str) -> tuple[np.ndarray, float]:
             features = featurizer.transform(paths)
         return features, len(paths) / (time.perf_counter() - start)
     finally:
-        runtime.resolve_precision = original
+        settings.resolve_precision = original
 
 
 def run_precision(args: argparse.Namespace) -> None:

@@ -270,7 +270,7 @@ def model_only(name: str, min_seconds: float) -> dict[str, float]:
     """Forward-only images/s per setting (median of iterations after warm-up)."""
     import torch
 
-    from skfeat._fuse import fold_conv_bn
+    from skfeat._runtime._fuse import fold_conv_bn
 
     eager = torchvision_backbone(name)
     folded = copy.deepcopy(eager)
@@ -314,7 +314,7 @@ def make_model_only(name: str, setting: str) -> Callable[[list[str]], Any]:
     import numpy as np
     import torch
 
-    from skfeat._fuse import fold_conv_bn
+    from skfeat._runtime._fuse import fold_conv_bn
 
     mode, batch_size = setting.rsplit(" bs", 1)
     batch_size = int(batch_size)

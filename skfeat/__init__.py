@@ -5,10 +5,7 @@ so a CNN chains with PCA, scalers and classifiers in a ``Pipeline`` and is tuned
 ``GridSearchCV``. ``import skfeat`` is cheap: torch loads on first use.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -17,7 +14,7 @@ _LAZY = {
     "ActivationCache": "skfeat._cache",
     "PretrainedCNNFeaturizer": "skfeat._featurizer",
     "check_images": "skfeat._check",
-    "list_layers": "skfeat._discovery",
+    "list_layers": "skfeat._extract",
     "list_models": "skfeat._backends",
     "list_poolings": "skfeat._pooling",
     "load_flowers_sample": "skfeat._datasets",
@@ -36,13 +33,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(_importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     if name == "exceptions":
-        return importlib.import_module("skfeat.exceptions")
+        return _importlib.import_module("skfeat.exceptions")
     raise AttributeError(f"module 'skfeat' has no attribute {name!r}")
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from skfeat._inputs import ImageHeader, as_items, decode, describe_item
 from skfeat._optional import import_optional
-from skfeat._runtime import resolve_n_threads
+from skfeat._runtime._settings import resolve_n_threads
+from skfeat._validation import check_choice, check_n_jobs
 from skfeat.exceptions import ImageDecodeError
 
 __all__ = ["CHECK_COLUMNS", "check_images"]
@@ -78,12 +79,8 @@ def check_images(X: Any, *, n_jobs: int | None = None, as_frame: bool | str = "a
     >>> report[2]["error"]
     'the item is None, not an image'
     """
-    if as_frame not in ("auto", True, False):
-        raise ValueError(f"as_frame must be 'auto', True or False, got {as_frame!r}.")
-    if n_jobs is not None and (not isinstance(n_jobs, int) or isinstance(n_jobs, bool)):
-        raise TypeError(f"n_jobs must be None or a non-zero int, got {n_jobs!r}.")
-    if n_jobs == 0:
-        raise ValueError("n_jobs must be None or a non-zero int, got 0.")
+    check_choice(as_frame, ("auto", True, False), "as_frame", "check_images")
+    check_n_jobs(n_jobs, "check_images")
     items = as_items(X)
     n_threads = min(resolve_n_threads(n_jobs), len(items))
     with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="skfeat-check") as pool:

@@ -1,14 +1,14 @@
 """The estimator: :class:`PretrainedCNNFeaturizer`.
 
-This module holds parameters, validation, fitted state, feature names and tags.
-The heavy work lives below it (``_runtime``, ``_extract``), and torch is imported
-only inside methods, so building, cloning and pickling an estimator stays cheap.
+This module holds parameters, their checks, fitted state, feature names and tags.
+``fit`` resolves a run plan (:mod:`skfeat._plan`); ``transform`` resolves the run
+settings once and hands plan and images to the engine (:mod:`skfeat._runtime`),
+through the activation cache (:mod:`skfeat._cache`) when there is one. torch is
+imported only inside methods, so building, cloning and pickling stays cheap.
 """
 
 from __future__ import annotations
 
-import difflib
-import numbers
 import os
 import warnings
 from collections.abc import Callable
@@ -19,13 +19,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from skfeat._inputs import as_items, decode_warning, input_column_name, with_on_error_hint
-from skfeat._pooling import POOLINGS
-from skfeat._precision import PRECISIONS
-from skfeat.exceptions import ImageDecodeError, UnknownLayerError
+from skfeat._pooling import resolve_pooling
+from skfeat._runtime._precision import PRECISIONS
+from skfeat._validation import check_choice, check_n_jobs, is_int, parameter_error
+from skfeat.exceptions import ImageDecodeError, InvalidInputError
 
 __all__ = ["PretrainedCNNFeaturizer"]
 
-_ARCHITECTURES: dict[tuple[str, int], Any] = {}
 _ON_ERROR = ("raise", "nan", "zeros")
 
 
@@ -177,47 +177,43 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     # -- validation -------------------------------------------------------------------
 
-    def _param_error(self, name: str, expected: str, error: type[Exception] = ValueError) -> None:
-        raise error(
-            f"The {name!r} parameter of {type(self).__name__} must be {expected}. "
-            f"Got {getattr(self, name)!r} instead."
-        )
+    def _param_error(self, name: str, expected: str) -> Exception:
+        return parameter_error(type(self).__name__, name, getattr(self, name), expected)
 
     def _check_params(self) -> None:
+        owner = type(self).__name__
         if not isinstance(self.model, str) and not callable(self.model):
-            self._param_error("model", "a model name (str) or a torch.nn.Module", TypeError)
+            raise self._param_error("model", "a model name (str) or a torch.nn.Module")
         weights = self.weights
         if weights is not None and not isinstance(weights, (str, os.PathLike)):
-            self._param_error(
-                "weights", "'DEFAULT', a weights tag, a path to a state_dict, or None", TypeError
+            raise self._param_error(
+                "weights", "'DEFAULT', a weights tag, a path to a state_dict, or None"
             )
         layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
         if not layers or not all(isinstance(name, str) and name for name in layers):
-            self._param_error("layer", "a layer name (str) or a non-empty list of names")
+            raise self._param_error("layer", "a layer name (str) or a non-empty list of names")
         if len(set(layers)) != len(layers):
-            self._param_error("layer", "a list of distinct layer names")
-        if not callable(self.pooling) and self.pooling not in POOLINGS:
-            self._param_error("pooling", f"a str among {sorted(POOLINGS)} or a callable")
-        if self.normalize not in (None, "l2"):
-            self._param_error("normalize", "None or 'l2'")
-        if self.batch_size != "auto" and (not _is_int(self.batch_size) or self.batch_size < 1):
-            self._param_error("batch_size", "'auto' or an int >= 1")
+            raise self._param_error("layer", "a list of distinct layer names")
+        resolve_pooling(self.pooling, owner)  # checks it, with a did-you-mean
+        check_choice(self.normalize, (None, "l2"), "normalize", owner, expected="None or 'l2'")
+        if self.batch_size != "auto" and (not is_int(self.batch_size) or self.batch_size < 1):
+            raise self._param_error("batch_size", "'auto' or an int >= 1")
         if not isinstance(self.device, str):
-            self._param_error("device", "a str such as 'auto', 'cpu' or 'cuda:0'", TypeError)
-        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
-            self._param_error("precision", f"one of {PRECISIONS}")
-        if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0):
-            self._param_error("n_jobs", "None or a non-zero int")
+            raise self._param_error("device", "a str such as 'auto', 'cpu' or 'cuda:0'")
+        check_choice(
+            self.precision, PRECISIONS, "precision", owner, expected=f"one of {PRECISIONS}"
+        )
+        check_n_jobs(self.n_jobs, owner)
         if not _is_cache_param(self.cache):
-            self._param_error(
+            raise self._param_error(
                 "cache",
                 "None, True (a per-user cache folder), a directory path or an ActivationCache",
-                TypeError,
             )
-        if not isinstance(self.on_error, str) or self.on_error not in _ON_ERROR:
-            self._param_error("on_error", f"a str among {list(_ON_ERROR)}")
+        check_choice(
+            self.on_error, _ON_ERROR, "on_error", owner, expected=f"a str among {list(_ON_ERROR)}"
+        )
         if not isinstance(self.progress, (bool, np.bool_)):
-            self._param_error("progress", "a bool", TypeError)
+            raise self._param_error("progress", "a bool")
 
     def _check_input(self, X: Any, *, reset: bool) -> list[Any]:
         items = as_items(X)
@@ -230,7 +226,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
                 self.feature_names_in_ = np.asarray([column], dtype=object)
         elif column is not None and hasattr(self, "feature_names_in_"):
             if column != self.feature_names_in_[0]:
-                raise ValueError(
+                raise InvalidInputError(
                     f"X has the image column {column!r}, but {type(self).__name__} was "
                     f"fitted on column {self.feature_names_in_[0]!r}. Pass the same column."
                 )
@@ -257,37 +253,20 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             The fitted featurizer.
         """
         from skfeat._backends import resolve_backend
-        from skfeat._caching import cache_layers
-        from skfeat._extract import Target
+        from skfeat._plan import build_plan
 
         self._check_params()
         self._check_input(X, reset=True)
         backend = resolve_backend(self.model, self.weights)
-        config = backend.data_config()
-        architecture = _architecture(backend, config.crop_size)
-        requested = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
-        infos = [_find_layer(architecture, name, backend.label) for name in requested]
-        pooling_name = (
-            self.pooling if isinstance(self.pooling, str) else _callable_name(self.pooling)
-        )
-        targets, names, start = [], [], 0
-        for info in infos:
-            width = _pooled_width(self.pooling, info)
-            targets.append(Target(info, self.pooling, start, start + width, pooling_name))
-            digits = max(4, len(str(width - 1)))
-            names += [f"{info.name}_{pooling_name}_{i:0{digits}d}" for i in range(width)]
-            start += width
-        self._backend = backend
-        self._targets = targets
-        self._classifier = architecture.classifier
-        # The stages a cache miss stores for other grid candidates (none without a cache).
+        layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
         caching = self.cache is not None and self.cache is not False
-        self._cache_layers = cache_layers(architecture) if caching else []
-        self._feature_names = np.asarray(names, dtype=object)
-        self.layers_ = [info.name for info in infos]
-        self.layer_shapes_ = {info.name: info.shape for info in infos}
-        self.data_config_ = config
-        self.n_features_out_ = start
+        plan = build_plan(backend, layers, resolve_pooling(self.pooling), caching=caching)
+        self._plan = plan
+        self._feature_names = np.asarray(plan.feature_names(), dtype=object)
+        self.layers_ = [target.layer.name for target in plan.targets]
+        self.layer_shapes_ = {target.layer.name: target.layer.shape for target in plan.targets}
+        self.data_config_ = plan.data_config
+        self.n_features_out_ = plan.n_features
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -319,7 +298,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         items = self._check_input(X, reset=False)
         try:
-            features, failures = self._featurize_through_cache(items)
+            features, failures = self._featurize(items)
         except ImageDecodeError as error:
             raise with_on_error_hint(error) from error.__cause__
         if failures:
@@ -330,75 +309,29 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             np.divide(features, norms, out=features, where=norms > 0)
         return features
 
-    def _featurize(
-        self,
-        items: list[Any],
-        targets: Any = None,
-        n_features: int | None = None,
-        positions: Any = None,
-    ) -> tuple[np.ndarray, list[Any]]:
-        """Run the engine on ``items`` (the fitted targets unless others are given)."""
-        from skfeat._runtime import featurize
+    def _featurize(self, items: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        """Resolve this call's settings once; run the plan, through the cache if any."""
+        from skfeat._cache import resolve_cache
+        from skfeat._runtime._engine import featurize
+        from skfeat._runtime._settings import resolve_settings
 
-        return featurize(
-            items,
-            backend=self._backend,
-            data_config=self.data_config_,
-            targets=self._targets if targets is None else targets,
-            classifier=self._classifier,
-            n_features=self.n_features_out_ if n_features is None else n_features,
-            batch_size=self.batch_size,
+        plan = self._plan
+        settings = resolve_settings(
+            model_label=plan.backend.label,
+            crop_size=plan.data_config.crop_size,
             device=self.device,
             precision=self.precision,
+            batch_size=self.batch_size,
             n_jobs=self.n_jobs,
-            progress=self.progress,
             on_error=self.on_error,
-            positions=positions,
+            progress=self.progress,
         )
-
-    def _resolved_precision(self) -> str:
-        """The precision the engine will run in (part of the cache key), without warning."""
-        from skfeat._precision import resolve_precision
-        from skfeat._runtime import resolve_device
-        from skfeat.exceptions import DeviceWarning
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeviceWarning)  # the engine warns once itself
-            device = resolve_device(self.device)
-            return resolve_precision(self.precision, device, self._backend.label)
-
-    def _featurize_through_cache(self, items: list[Any]) -> tuple[np.ndarray, list[Any]]:
-        """The engine behind the activation cache: only images the cache lacks are run."""
-        from skfeat._caching import (
-            cacheable,
-            compute_signature,
-            featurize_cached,
-            namespace_key,
-            resolve_cache,
-        )
-        from skfeat._runtime import resolve_n_threads
-
         cache = resolve_cache(self.cache)
-        if cache is None or not cacheable(self._targets):
-            return self._featurize(items)
-        model_key = self._backend.key
-        signature = compute_signature(self._resolved_precision())
-        fingerprint = self.data_config_.fingerprint()
-        return featurize_cached(
-            items,
-            cache=cache,
-            namespace=namespace_key(model_key, fingerprint, signature),
-            description={
-                "model": model_key,
-                "preprocessing": self.data_config_,
-                "compute": signature,
-            },
-            targets=self._targets,
-            stage_layers=self._cache_layers,
-            n_features=self.n_features_out_,
-            compute=self._featurize,
-            n_threads=resolve_n_threads(self.n_jobs),
-        )
+        if cache is None or not plan.cacheable:
+            return featurize(plan, items, settings)
+        from skfeat._cache._cached import featurize_cached
+
+        return featurize_cached(plan, items, settings, cache)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Get the names of the output columns: layer, pooling and channel.
@@ -434,74 +367,3 @@ def _is_cache_param(cache: Any) -> bool:
     if cache is None or isinstance(cache, (bool, ActivationCache)):
         return True
     return isinstance(cache, (str, os.PathLike)) and bool(os.fspath(cache))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _callable_name(function: Any) -> str:
-    name = getattr(function, "__name__", type(function).__name__)
-    return "custom" if name == "<lambda>" else name
-
-
-def _architecture(backend: Any, crop_size: int) -> Any:
-    """Trace the backbone on a meta input, once per architecture and process."""
-    import torch
-
-    from skfeat._backends._module import ModuleBackend
-    from skfeat._extract import trace_architecture
-
-    if isinstance(backend, ModuleBackend):
-        return _trace_module(backend.module, crop_size)
-    key = (backend.label, crop_size)
-    if key not in _ARCHITECTURES:
-        with torch.device("meta"):
-            module = backend.build()
-        _ARCHITECTURES[key] = trace_architecture(module, crop_size)
-    return _ARCHITECTURES[key]
-
-
-def _trace_module(module: Any, crop_size: int) -> Any:
-    import copy
-
-    from skfeat._extract import trace_architecture
-
-    try:
-        return trace_architecture(copy.deepcopy(module).to("meta"), crop_size)
-    except Exception:  # some custom ops have no meta kernel: trace for real, on CPU
-        return trace_architecture(copy.deepcopy(module).cpu(), crop_size)
-
-
-def _find_layer(architecture: Any, name: str, label: str) -> Any:
-    if name in architecture.layers:
-        return architecture.layers[name]
-    names = architecture.names()
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise UnknownLayerError(
-        f"Layer {name!r} not found in {label!r}.{hint} See skfeat.list_layers({label!r}) "
-        "for the names and output shapes."
-    )
-
-
-def _pooled_width(pooling: Any, info: Any) -> int:
-    from skfeat._pooling import pooled_width
-
-    if callable(pooling):
-        return _callable_width(pooling, info.shape, info.name)
-    return pooled_width(pooling, info.shape, info.name)
-
-
-def _callable_width(pooling: Any, shape: tuple[int, ...], layer: str) -> int:
-    import torch
-
-    map_shape = (1, *shape) if len(shape) == 3 else (1, shape[0], 1, 1)
-    result = pooling(torch.zeros(map_shape))
-    if not isinstance(result, torch.Tensor) or result.ndim != 2 or result.shape[0] != 1:
-        raise ValueError(
-            f"The pooling callable {_callable_name(pooling)!r} must map (N, C, H, W) to "
-            f"(N, D); on layer {layer!r} it returned "
-            f"{getattr(result, 'shape', type(result).__name__)}."
-        )
-    return int(result.shape[1])

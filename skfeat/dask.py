@@ -268,7 +268,9 @@ def _transform(images: Any, fitted: Any, partition: int) -> np.ndarray:
     try:
         features = fitted.transform(images)
     except ImageDecodeError as err:
-        raise ImageDecodeError(f"In partition {partition} of the Dask data: {err}") from err
+        located = ImageDecodeError(f"In partition {partition} of the Dask data: {err}")
+        located.index, located.source, located.cause = err.index, err.source, err.cause
+        raise located from err
     # a featurizer with set_output(transform="pandas"/"polars") returns a frame
     values = features.to_numpy() if hasattr(features, "to_numpy") else features
     return np.asarray(values, dtype=np.float32)

@@ -4,6 +4,8 @@ Every error derives from :class:`SkfeatError`, and each subclass also derives
 from the builtin that ``except`` clauses already catch::
 
     SkfeatError
+    ├── InvalidParameterError(SkfeatError, ValueError, TypeError)
+    │                                                    a parameter has a wrong value or type
     ├── InvalidInputError(SkfeatError, ValueError)       X is not a sequence of images
     ├── UnknownModelError(SkfeatError, ValueError)       no such backbone
     ├── UnknownLayerError(SkfeatError, ValueError)       no such layer in the backbone
@@ -31,6 +33,7 @@ __all__ = [
     "ImageDecodeError",
     "ImageDecodeWarning",
     "InvalidInputError",
+    "InvalidParameterError",
     "MissingDependencyError",
     "SkfeatError",
     "SkfeatWarning",
@@ -48,6 +51,21 @@ class SkfeatError(Exception):
     >>> from skfeat.exceptions import SkfeatError, UnknownLayerError
     >>> issubclass(UnknownLayerError, SkfeatError)
     True
+    """
+
+
+class InvalidParameterError(SkfeatError, ValueError, TypeError):
+    """A parameter has a value or a type that skfeat cannot use.
+
+    It derives from both ``ValueError`` and ``TypeError``, as scikit-learn's own
+    ``InvalidParameterError`` does, so either ``except`` clause catches it whatever
+    was wrong with the value.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import InvalidParameterError
+    >>> issubclass(InvalidParameterError, ValueError), issubclass(InvalidParameterError, TypeError)
+    (True, True)
     """
 
 

@@ -81,6 +81,29 @@ class BatchLog:
             return sum(int(line) for line in handle if line.strip())
 
 
+_LOADS = {"count": 0}
+
+
+def count_loads() -> int:
+    """Backbone loads (``Backend.load`` calls) in this process since the first call.
+
+    The first call wraps ``Backend.load`` with a counter, in whatever process it runs:
+    ``client.run(count_loads)`` counts on every Dask worker.
+    """
+    from skfeat._backends._base import Backend
+
+    if not getattr(Backend.load, "counted", False):
+        original = Backend.load
+
+        def load(self, *args, **kwargs):
+            _LOADS["count"] += 1
+            return original(self, *args, **kwargs)
+
+        load.counted = True
+        Backend.load = load
+    return _LOADS["count"]
+
+
 @pytest.fixture
 def tiny_model():
     """A fresh tiny backbone (``nn.Module``) with fixed weights."""

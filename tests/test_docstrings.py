@@ -127,7 +127,7 @@ DOCTEST_MODULES = [name for name in MODULES if _doctests(name)]
 
 
 def test_doctest_modules_are_found():
-    for name in ("skfeat._featurizer", "skfeat._discovery", "skfeat.exceptions"):
+    for name in ("skfeat._featurizer", "skfeat._extract", "skfeat.exceptions"):
         assert name in DOCTEST_MODULES
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 from skfeat import PretrainedCNNFeaturizer, list_layers, list_models, list_poolings
 from skfeat.exceptions import (
     InvalidInputError,
+    InvalidParameterError,
     UnknownLayerError,
     UnknownModelError,
 )
@@ -182,10 +183,10 @@ def torch_equal(a, b):
 
 
 def test_forward_stops_after_the_last_requested_layer(tiny_model, random_images):
-    from skfeat._runtime import get_model
+    from skfeat._runtime._registry import get_model
 
     featurizer = PretrainedCNNFeaturizer(tiny_model, layer="stage1", n_jobs=1).fit(random_images)
-    prepared = get_model(featurizer._backend, _cpu(), featurizer._classifier)
+    prepared = get_model(featurizer._plan.backend, _cpu(), featurizer._plan.classifier)
     calls = []
     for name in ("stage1", "stage2", "fc"):
         getattr(prepared.module, name).register_forward_hook(lambda *_, n=name: calls.append(n))
@@ -327,6 +328,20 @@ def test_parameter_errors_in_fit(params, error, message, tiny_model):
         featurizer.fit(np.zeros((1, 8, 8, 3), np.uint8))
 
 
+@pytest.mark.parametrize(
+    ("pooling", "hint"),
+    [("mean", "'avg'"), ("average", "'avg'"), ("Max", "'max'"), ("gem_pool", "'gem'")],
+)
+def test_pooling_near_misses_get_a_did_you_mean(pooling, hint, tiny_model):
+    featurizer = PretrainedCNNFeaturizer(tiny_model, pooling=pooling)
+    with pytest.raises(
+        InvalidParameterError,
+        match=rf"'pooling' parameter .* must be a str among .* Got '{pooling}' instead\. "
+        rf"Did you mean {hint}",
+    ):
+        featurizer.fit(np.zeros((1, 8, 8, 3), np.uint8))
+
+
 def test_unknown_model_suggests_close_names():
     with pytest.raises(
         UnknownModelError, match=r"Unknown model 'resnet51'.*Did you mean 'resnet50'"
@@ -354,12 +369,12 @@ def test_bytes_and_pil_inputs_roundtrip(sample_photos, tiny_model):
 def test_fit_reads_nothing_and_fit_transform_runs_the_backbone_once(
     monkeypatch, tiny_model, random_images
 ):
-    import skfeat._runtime as runtime
+    import skfeat._runtime._engine as engine
 
     calls = []
-    real = runtime.featurize
+    real = engine.featurize
     monkeypatch.setattr(
-        runtime, "featurize", lambda items, **kw: calls.append(1) or real(items, **kw)
+        engine, "featurize", lambda *args, **kw: calls.append(1) or real(*args, **kw)
     )
     featurizer = PretrainedCNNFeaturizer(tiny_model, n_jobs=1)
     featurizer.fit(["/no/such/image.jpg"])  # fit reads no image

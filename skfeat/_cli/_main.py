@@ -96,10 +96,38 @@ examples:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the examples' line breaks; a little wider than the default."""
+    """Keeps the examples' line breaks; a little wider than the default.
+
+    An option that passes a featurizer parameter shows the featurizer's own default,
+    read from its signature only when help is printed, so parsing stays instant.
+    """
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        parameter = getattr(action, "featurizer_parameter", None)
+        if text is not None and parameter is not None:
+            text += f" (default: {_featurizer_default(parameter)})"
+        return text
+
+
+def _featurizer_default(parameter: str) -> str:
+    import inspect
+
+    from skfeat import PretrainedCNNFeaturizer
+
+    default = inspect.signature(PretrainedCNNFeaturizer).parameters[parameter].default
+    return "all cores, at most 8" if default is None and parameter == "n_jobs" else str(default)
+
+
+def _featurizer_option(
+    parser: argparse.ArgumentParser, *flags: str, parameter: str, **kwargs: Any
+) -> None:
+    """An option passed to the featurizer as ``parameter``; left out, its default holds."""
+    action = parser.add_argument(*flags, dest=parameter, default=None, **kwargs)
+    action.featurizer_parameter = parameter  # type: ignore[attr-defined]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,43 +204,59 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="layer to read (repeat, or a comma list, to concatenate; default: penultimate)",
     )
-    extract.add_argument(
+    _featurizer_option(
+        extract,
         "--pooling",
-        default="avg",
-        choices=["avg", "max", "gem", "avgmax", "flatten"],
-        help="how a feature map becomes a vector (default: avg)",
+        parameter="pooling",
+        choices=list(skfeat.list_poolings()),
+        help="how a feature map becomes a vector",
     )
-    extract.add_argument(
-        "--normalize", choices=["l2"], default=None, help="scale each row to unit norm"
+    _featurizer_option(
+        extract,
+        "--normalize",
+        parameter="normalize",
+        choices=["l2"],
+        help="scale each row to unit norm",
     )
-    extract.add_argument(
+    _featurizer_option(
+        extract,
         "--batch-size",
+        parameter="batch_size",
         type=_batch_size,
-        default=32,
         metavar="N",
-        help="images per forward pass (default: 32)",
+        help="images per forward pass, or auto",
     )
-    extract.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps...")
-    extract.add_argument(
+    _featurizer_option(
+        extract, "--device", parameter="device", help="auto, cpu, cuda, cuda:1, mps..."
+    )
+    _featurizer_option(
+        extract,
         "--precision",
+        parameter="precision",
         choices=["auto", "fp32", "bf16", "fp16"],
-        default=None,
-        help="compute precision (default: the featurizer's)",
+        help="compute precision",
     )
-    extract.add_argument(
+    _featurizer_option(
+        extract,
         "--on-error",
+        parameter="on_error",
         choices=["raise", "nan", "zeros"],
-        default=None,
         help="an unreadable image: stop (raise), or keep its row as NaN or zeros",
     )
-    extract.add_argument(
+    _featurizer_option(
+        extract,
         "--cache",
+        parameter="cache",
         metavar="DIR",
-        default=None,
-        help="reuse activations stored in DIR across runs (where the featurizer supports it)",
+        help="reuse activations stored in DIR across runs",
     )
-    extract.add_argument(
-        "--n-jobs", type=int, default=None, metavar="N", help="image decoding threads"
+    _featurizer_option(
+        extract,
+        "--n-jobs",
+        parameter="n_jobs",
+        type=int,
+        metavar="N",
+        help="image decoding threads",
     )
     extract.add_argument(
         "--chunk-size",
@@ -269,29 +313,29 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--all", action="store_true", help="print every model name")
     models.set_defaults(handler=_run_models)
 
-    if "check_images" in skfeat.__all__:
-        check = commands.add_parser(
-            "check",
-            parents=[common],
-            help="find the images that cannot be read, and why (no model is loaded)",
-            description="Decode every image of SRC (as `skfeat extract` takes it) and report the\n"
-            "ones that fail, with the reason. Exit status 1 when any image is bad.",
-            epilog=_CHECK_EPILOG,
-            formatter_class=_Formatter,
-        )
-        check.add_argument("source", metavar="SRC", help="folder, glob, list of paths, CSV/Parquet")
-        check.add_argument("--column", metavar="NAME", help="column of image paths in a table SRC")
-        check.add_argument(
-            "--n-jobs", type=int, default=None, metavar="N", help="image decoding threads"
-        )
-        check.add_argument(
-            "--report", type=Path, default=None, metavar="CSV", help="write every row to CSV"
-        )
-        check.set_defaults(handler=_run_check)
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="find the images that cannot be read, and why (no model is loaded)",
+        description="Decode every image of SRC (as `skfeat extract` takes it) and report the\n"
+        "ones that fail, with the reason. Exit status 1 when any image is bad.",
+        epilog=_CHECK_EPILOG,
+        formatter_class=_Formatter,
+    )
+    check.add_argument("source", metavar="SRC", help="folder, glob, list of paths, CSV/Parquet")
+    check.add_argument("--column", metavar="NAME", help="column of image paths in a table SRC")
+    check.add_argument(
+        "--n-jobs", type=int, default=None, metavar="N", help="image decoding threads"
+    )
+    check.add_argument(
+        "--report", type=Path, default=None, metavar="CSV", help="write every row to CSV"
+    )
+    check.set_defaults(handler=_run_check)
     return parser
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    # Not the featurizer's default (resnet50, downloaded): a model that works offline.
     parser.add_argument(
         "--model",
         default="efficientnet_lite0",
@@ -328,42 +372,41 @@ def _layers(values: list[str] | None) -> str | list[str]:
     return names[0] if len(names) == 1 else names
 
 
+_FEATURIZER_OPTIONS = (
+    "pooling",
+    "normalize",
+    "batch_size",
+    "device",
+    "precision",
+    "on_error",
+    "cache",
+    "n_jobs",
+)
+
+
 def _run_extract(args: argparse.Namespace) -> int:
     from skfeat._cli._extract_job import ExtractOptions, check_output, run_extract
     from skfeat._cli._sources import image_paths
 
+    params: dict[str, Any] = {
+        "model": args.model,
+        "weights": args.weights,
+        "layer": _layers(args.layer),
+        "progress": not args.quiet,
+    }
+    given = {name: getattr(args, name) for name in _FEATURIZER_OPTIONS}
+    params.update({name: value for name, value in given.items() if value is not None})
     options = ExtractOptions(
-        model=args.model,
-        weights=args.weights,
-        layer=_layers(args.layer),
-        pooling=args.pooling,
-        normalize=args.normalize,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-        on_error=args.on_error,
-        cache=args.cache,
-        n_jobs=args.n_jobs,
+        featurizer=params,
         chunk_size=args.chunk_size,
         list_column=args.list_column,
         resume=args.resume,
         overwrite=args.overwrite,
-        progress=not args.quiet,
     )
     check_output(args.output, options)
     paths = image_paths(args.source, args.column)
     note(f"Found {len(paths)} images in {args.source!r}.")
-    metadata = {
-        "model": args.model,
-        "weights": None if args.weights is None else str(args.weights),
-        "layer": options.layer,
-        "pooling": args.pooling,
-        "normalize": args.normalize,
-        "precision": args.precision,
-        "on_error": args.on_error,
-        "skfeat_version": skfeat.__version__,
-    }
-    run_extract(paths, args.output, options, metadata)
+    run_extract(paths, args.output, options)
     return 0
 
 

@@ -93,7 +93,7 @@ def fold_conv_bn(module: Any, protected: Collection[str] = ()) -> list[str]:
     --------
     >>> import torch
     >>> from torch import nn
-    >>> from skfeat._fuse import fold_conv_bn
+    >>> from skfeat._runtime._fuse import fold_conv_bn
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
     >>> x = torch.rand(1, 3, 8, 8)
     >>> before = net(x)

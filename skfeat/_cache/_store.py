@@ -37,7 +37,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_MAX_BYTES", "ActivationCache", "Entry"]
+from skfeat._validation import is_int
+from skfeat.exceptions import InvalidParameterError
+
+__all__ = ["DEFAULT_MAX_BYTES", "ENTRY_SUFFIX", "ActivationCache", "Entry", "resolve_cache"]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 ENTRY_SUFFIX = ".skfc"
@@ -146,24 +149,22 @@ class ActivationCache:
         max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
         if directory is not None and not isinstance(directory, (str, os.PathLike)):
-            raise TypeError(
+            raise InvalidParameterError(
                 f"ActivationCache's directory must be None (in memory) or a directory path. "
                 f"Got {directory!r} instead."
             )
         if directory is not None and not os.fspath(directory):
-            raise ValueError(
+            raise InvalidParameterError(
                 "ActivationCache's directory must not be empty. Pass a directory path, or "
                 "None to keep the cache in memory."
             )
-        if max_bytes is not None and (
-            isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer))
-        ):
-            raise TypeError(
+        if max_bytes is not None and not is_int(max_bytes):
+            raise InvalidParameterError(
                 f"ActivationCache's max_bytes must be an int or None (no limit). "
                 f"Got {max_bytes!r} instead."
             )
         if max_bytes is not None and max_bytes < 0:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"ActivationCache's max_bytes must be >= 0 or None (no limit). "
                 f"Got {max_bytes!r} instead."
             )
@@ -265,7 +266,7 @@ class ActivationCache:
                 except OSError:
                     pass  # not empty: holds files that are not ours
 
-    # -- used by skfeat._caching (not public) ------------------------------------------
+    # -- used by the cached transform (not public) ---------------------------------------
 
     def _record(self, *, hits: int, misses: int) -> None:
         """Count lookups: ``hits`` images found, ``misses`` images to compute."""
@@ -481,3 +482,16 @@ def decode_entry(data: bytes) -> Entry | None:
         entry[name] = payload[start : start + size].astype(np.float32)
         start += size
     return entry
+
+
+def resolve_cache(cache: Any) -> ActivationCache | None:
+    """The featurizer's ``cache`` parameter as a store (None: no caching)."""
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, ActivationCache):
+        return cache
+    if cache is True:
+        from skfeat._cache._keys import default_cache_directory
+
+        return ActivationCache(default_cache_directory())
+    return ActivationCache(cache)

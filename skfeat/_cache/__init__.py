@@ -1,0 +1,16 @@
+"""The activation cache: the store, its keys, and the cached transform.
+
+- :mod:`~skfeat._cache._store`: :class:`ActivationCache`, in memory or on disk.
+- :mod:`~skfeat._cache._keys`: what an image is (content key) and what computed its
+  features (namespace).
+- :mod:`~skfeat._cache._cached`: the engine behind the cache, one backbone pass per
+  new image.
+
+Only the store is imported here, so ``ActivationCache`` is cheap to import (no torch).
+"""
+
+from __future__ import annotations
+
+from skfeat._cache._store import ActivationCache, resolve_cache
+
+__all__ = ["ActivationCache", "resolve_cache"]

@@ -1,0 +1,162 @@
+"""The cached transform: the engine behind an :class:`~skfeat.ActivationCache`.
+
+A transform with a cache hashes each image's content, fetches the entries it has,
+and runs the engine only on the images it lacks. For those it computes the requested
+(layer, pooling) reads and, for images seen for the first time, every stored pooling
+of the plan's stages, so that the other candidates of a grid search over ``layer``
+and ``pooling`` find them. Entries hold elementary components (``"layer3|gem"``):
+composites such as ``avgmax`` are assembled from theirs, and a vector layer keeps one
+copy whatever the pooling (:func:`skfeat._pooling.components`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from skfeat._cache._keys import compute_signature, content_key, namespace_key
+from skfeat._cache._store import ActivationCache, Entry
+from skfeat._extract import LayerInfo
+from skfeat._plan import RunPlan, Target
+from skfeat._pooling import stored_components
+from skfeat._runtime._engine import Failure, featurize
+from skfeat._runtime._settings import RunSettings
+from skfeat.exceptions import CacheWarning
+
+__all__ = ["featurize_cached"]
+
+_CHUNK = 1024  # misses computed and stored per engine call: bounds memory, keeps progress
+
+Component = tuple[LayerInfo, str]
+
+
+def _name(component: Component) -> str:
+    return f"{component[0].name}|{component[1]}"
+
+
+def _components_of(target: Target) -> list[Component]:
+    return [(target.layer, part) for part in target.pooling.components(target.layer)]
+
+
+def _unique(parts: Sequence[Component]) -> list[Component]:
+    return list({_name(part): part for part in parts}.values())
+
+
+def featurize_cached(
+    plan: RunPlan, items: Sequence[Any], settings: RunSettings, cache: ActivationCache
+) -> tuple[np.ndarray, list[Failure]]:
+    """The ``(len(items), plan.n_features)`` matrix of ``plan``, through ``cache``.
+
+    Failed rows are filled by the engine and never stored. Identical images are
+    computed once. Lookups and computations go by chunks, so memory does not grow
+    with the number of images.
+    """
+    signature = compute_signature(settings.precision)
+    model_key, fingerprint = plan.backend.key, plan.data_config.fingerprint()
+    namespace = namespace_key(model_key, fingerprint, signature)
+    description = {"model": model_key, "preprocessing": plan.data_config, "compute": signature}
+    requested = _unique([part for target in plan.targets for part in _components_of(target)])
+    stages = [(layer, part) for layer in plan.stages for part in stored_components(layer)]
+    needed = [_name(part) for part in requested]
+
+    with ThreadPoolExecutor(max_workers=max(1, settings.n_threads)) as pool:
+        keys = list(pool.map(content_key, items))
+    first: dict[str, int] = {}  # image key -> the first position holding it
+    source = [  # position -> the position whose row it gets (itself unless a duplicate)
+        position if key is None else first.setdefault(key, position)
+        for position, key in enumerate(keys)
+    ]
+
+    output = np.empty((len(items), plan.n_features), dtype=np.float32)
+    fresh: list[int] = []  # never seen: compute the stages too
+    partial: dict[int, Entry] = {}  # seen, but without some requested component
+    unique = list(first.items())
+    for start in range(0, len(unique), _CHUNK):
+        chunk = unique[start : start + _CHUNK]
+        found = cache._get_many(namespace, [key for key, _ in chunk])
+        for (_key, position), entry in zip(chunk, found, strict=True):
+            if entry is None:
+                fresh.append(position)
+            elif all(name in entry for name in needed):
+                output[position] = _assemble(entry, plan)
+            else:
+                partial[position] = entry
+    cache._record(hits=len(unique) - len(fresh) - len(partial), misses=len(fresh) + len(partial))
+
+    unkeyed = [position for position, key in enumerate(keys) if key is None]
+    failures: list[Failure] = []
+    storing = True
+    for positions, parts in (
+        (fresh, _unique([*requested, *stages])),
+        (sorted([*partial, *unkeyed]), requested),
+    ):
+        reading = plan.reading(parts)
+        for start in range(0, len(positions), _CHUNK):
+            chunk_positions = positions[start : start + _CHUNK]
+            matrix, chunk_failures = featurize(
+                reading, [items[p] for p in chunk_positions], settings, chunk_positions
+            )
+            failures += chunk_failures
+            failed = {failure.index for failure in chunk_failures}
+            new_entries: dict[str, Entry] = {}
+            for row, position in enumerate(chunk_positions):
+                values = {
+                    _name(part): matrix[row, target.start : target.stop]
+                    for part, target in zip(parts, reading.targets, strict=True)
+                }
+                output[position] = _assemble(values, plan)
+                key = keys[position]
+                if key is not None and position not in failed and _finite(values):
+                    new_entries[key] = {**partial.get(position, {}), **values}
+            if storing:
+                storing = _store(cache, namespace, description, new_entries)
+
+    errors = {failure.index: failure for failure in failures}
+    for position, origin in enumerate(source):
+        if origin != position:
+            output[position] = output[origin]
+            if origin in errors:  # a duplicate of an image that failed: same failure
+                failures.append(dataclasses.replace(errors[origin], index=position))
+    failures.sort(key=lambda failure: failure.index)
+    return output, failures
+
+
+def _finite(values: dict[str, np.ndarray]) -> bool:
+    return all(np.isfinite(vector).all() for vector in values.values())
+
+
+def _assemble(entry: Entry, plan: RunPlan) -> np.ndarray:
+    row = np.empty(plan.n_features, dtype=np.float32)
+    for target in plan.targets:
+        parts = [entry[_name(part)] for part in _components_of(target)]
+        row[target.start : target.stop] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return row
+
+
+def _store(
+    cache: ActivationCache, namespace: str, description: dict[str, Any], entries: dict[str, Entry]
+) -> bool:
+    """Store new entries; a full or read-only disk warns, and the work goes on unstored.
+
+    Returns whether storing should go on.
+    """
+    if not entries:
+        return True
+    try:
+        cache._describe(namespace, description)
+        cache._put_many(namespace, entries)
+    except OSError as err:
+        warnings.warn(
+            f"Could not write to the activation cache {cache!r} ({type(err).__name__}: "
+            f"{err}). The features are correct but were not stored; free space or pass a "
+            "writable directory as cache=.",
+            CacheWarning,
+            stacklevel=5,
+        )
+        return False
+    return True

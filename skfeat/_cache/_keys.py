@@ -1,0 +1,127 @@
+"""Cache keys: what an image is (its content) and what computed its features (a namespace).
+
+An entry is found by two keys. The namespace names the computation: the backbone and
+its weights, the preprocessing, and the compute signature (precision, GeM exponent,
+entry format). The image key names the content: encoded bytes for files and bytes (one
+key for the same file under two paths), dtype, shape and pixels for arrays, mode,
+size, orientation, palette and pixels for PIL images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skfeat._pooling import GEM_P
+
+__all__ = [
+    "CACHE_FORMAT",
+    "compute_signature",
+    "content_key",
+    "default_cache_directory",
+    "namespace_key",
+]
+
+CACHE_FORMAT = 1
+_READ_BLOCK = 1 << 20
+_FILE_DIGESTS_MAX = 100_000
+
+
+def compute_signature(precision: str = "fp32") -> str:
+    """What, beyond model and preprocessing, decides the numbers: part of every key.
+
+    Anything that changes the computed values belongs here (the resolved compute
+    precision, the GeM exponent, the entry format), so that changing it misses.
+    """
+    return f"precision={precision};gem_p={GEM_P:g};format={CACHE_FORMAT}"
+
+
+def namespace_key(model_key: str, data_fingerprint: str, signature: str) -> str:
+    """The folder of one (model and weights, preprocessing, compute) combination."""
+    text = f"{model_key}\n{data_fingerprint}\n{signature}".encode()
+    return hashlib.blake2b(text, digest_size=10).hexdigest()
+
+
+def default_cache_directory() -> Path:
+    """The per-user cache folder used by ``cache=True`` (platform conventions)."""
+    import platformdirs
+
+    return platformdirs.user_cache_path("skfeat", appauthor=False) / "activations"
+
+
+_FILE_DIGESTS: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+_FILE_DIGESTS_LOCK = threading.Lock()
+
+
+def content_key(item: Any) -> str | None:
+    """A hash of what the image is, not where it is; None when it cannot be read.
+
+    An item that cannot be hashed is computed (and fails there with the usual
+    message) but never stored.
+    """
+    try:
+        if isinstance(item, (str, os.PathLike)):
+            return _file_key(os.fspath(item))
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            return _digest(b"encoded", bytes(item))
+        if isinstance(item, np.ndarray):
+            header = f"{item.dtype.str}{item.shape}".encode()
+            return _digest(b"array", header, np.ascontiguousarray(item).tobytes())
+        from PIL import Image
+
+        if isinstance(item, Image.Image):
+            return _pil_key(item)
+    except (OSError, ValueError, TypeError, SyntaxError):
+        return None
+    return None
+
+
+def _digest(*parts: bytes) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _file_key(path: str) -> str:
+    info = os.stat(path)
+    # Hashing is skipped only for a file this process already hashed and that has
+    # not changed since (same inode, size and times), as make and git do.
+    identity = (
+        os.path.realpath(path),
+        info.st_ino,
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+    )
+    with _FILE_DIGESTS_LOCK:
+        known = _FILE_DIGESTS.get(identity)
+    if known is not None:
+        return known
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(len(b"encoded").to_bytes(8, "little") + b"encoded")
+    with open(path, "rb") as handle:
+        # Laid out as _digest(b"encoded", data): a file and its bytes share a key.
+        digest.update(os.fstat(handle.fileno()).st_size.to_bytes(8, "little"))
+        while block := handle.read(_READ_BLOCK):
+            digest.update(block)
+    key = digest.hexdigest()
+    with _FILE_DIGESTS_LOCK:
+        _FILE_DIGESTS[identity] = key
+        if len(_FILE_DIGESTS) > _FILE_DIGESTS_MAX:
+            _FILE_DIGESTS.popitem(last=False)
+    return key
+
+
+def _pil_key(image: Any) -> str:
+    orientation = image.getexif().get(0x0112, 1)  # decoding applies it
+    palette = image.getpalette() if image.mode in ("P", "PA") else None
+    meta = repr((image.mode, image.size, orientation, palette, image.info.get("transparency")))
+    return _digest(b"pil", meta.encode(), image.tobytes())

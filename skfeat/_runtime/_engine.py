@@ -1,0 +1,226 @@
+"""The engine: a run plan over many images, streamed, one backbone pass per batch.
+
+Images are decoded and resized in a thread pool a few batches ahead of the model,
+and pooled rows are written into a preallocated output, so memory does not grow with
+the number of images. What makes it fast, each measured on the project's 2-core AVX2
+machine (figures in ``docs/benchmarks.md``):
+
+* decode overlaps inference: ``n_jobs`` threads decode and resize while the model
+  runs (threads, not processes: nothing to pickle, no copy of torch per worker);
+* JPEGs are decoded at reduced DCT scale when that keeps the short side at least
+  three times the resize target (see :func:`skfeat._preprocess.draft_min_side`), then
+  resized as uint8 tensors;
+* the model runs in ``eval()`` under ``torch.inference_mode``, in channels-last
+  memory format, with every BatchNorm that follows an unread convolution folded into
+  it (:mod:`skfeat._runtime._registry`; module names and hooks are kept);
+* reduced precision only where :mod:`skfeat._runtime._precision` says it is fast and
+  faithful;
+* on out-of-memory the batch is halved and retried, rows are neither lost nor
+  repeated, and the working size is remembered for the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from skfeat._extract import LOGITS, extract
+from skfeat._inputs import decode
+from skfeat._plan import RunPlan
+from skfeat._preprocess import DataConfig, draft_min_side, normalize_batch, resize_and_crop
+from skfeat._runtime._precision import autocast_dtype
+from skfeat._runtime._registry import PreparedModel, get_model, tune
+from skfeat._runtime._settings import RunSettings
+from skfeat.exceptions import ImageDecodeError, SkfeatError
+
+__all__ = ["Failure", "featurize"]
+
+_PREFETCH_BATCHES = 2
+# The largest batch that fitted, per (weights, device, precision, input size), after an
+# out-of-memory error; kept for the life of the process.
+_BATCH_LIMITS: dict[tuple[str, str, str, int], int] = {}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image that could not be read; its row is filled instead of computed."""
+
+    index: int
+    error: ImageDecodeError
+
+
+def _prepare_one(item: Any, index: int, config: DataConfig, keep_going: bool, min_side: int) -> Any:
+    try:
+        return resize_and_crop(decode(item, index, min_side=min_side), config)
+    except ImageDecodeError as error:
+        if not keep_going:
+            raise
+        return Failure(index, error)
+
+
+def featurize(
+    plan: RunPlan,
+    items: Sequence[Any],
+    settings: RunSettings,
+    positions: Sequence[int] | None = None,
+) -> tuple[np.ndarray, list[Failure]]:
+    """Compute the ``(len(items), plan.n_features)`` float32 matrix, row i for item i.
+
+    With ``on_error="raise"`` the first unreadable image (in input order) raises its
+    :class:`ImageDecodeError`. With ``"nan"`` or ``"zeros"`` its row is filled with
+    that value, the other images of its batch are computed as usual, and the
+    failures are returned beside the matrix.
+
+    ``positions`` says where each item sits in the caller's input (default: its index
+    in ``items``), so errors and failures name the image as the user numbered it when
+    only some items are computed (the activation cache's misses). Neither the batch
+    size nor the precision changes which row holds which image.
+    """
+    backend, config = plan.backend, plan.data_config
+    prepared = get_model(backend, settings.device, plan.classifier)
+    if not prepared.head_loaded and any(t.layer.name == LOGITS for t in plan.targets):
+        raise SkfeatError(
+            f"layer='logits' was requested, but the weights {backend.weights!r} have no "
+            "classifier, so the logits would come from random values. Use "
+            "layer='penultimate' or a convolutional layer."
+        )
+    read = frozenset(t.layer.module for t in plan.targets if t.layer.module)
+    with prepared.lock:
+        tune(prepared, backend, plan.classifier, read)
+    run = _Run(
+        prepared=prepared,
+        config=config,
+        plan=plan,
+        dtype=autocast_dtype(settings.precision),
+        limit_key=(backend.key, str(settings.device), settings.precision, config.crop_size),
+    )
+    size = min(settings.batch_size, _BATCH_LIMITS.get(run.limit_key, settings.batch_size))
+    n_images = len(items)
+    output = np.empty((n_images, plan.n_features), dtype=np.float32)
+    on_error = settings.on_error
+    keep_going = on_error != "raise"
+    min_side = draft_min_side(config)
+    labels = range(n_images) if positions is None else positions
+    failures: list[Failure] = []
+    bar = _progress_bar(n_images, settings.progress)
+    with ThreadPoolExecutor(
+        max_workers=settings.n_threads, thread_name_prefix="skfeat-decode"
+    ) as pool:
+        pending: deque[tuple[int, list[Future[Any]]]] = deque()
+        starts = iter(range(0, n_images, size))
+
+        def submit_next() -> None:
+            start = next(starts, None)
+            if start is not None:
+                stop = min(start + size, n_images)
+                futures = [
+                    pool.submit(_prepare_one, items[i], labels[i], config, keep_going, min_side)
+                    for i in range(start, stop)
+                ]
+                pending.append((start, futures))
+
+        for _ in range(_PREFETCH_BATCHES + 1):
+            submit_next()
+        try:
+            while pending:
+                start, futures = pending.popleft()
+                prepared_images = [future.result() for future in futures]
+                submit_next()
+                rows = np.arange(start, start + len(prepared_images))
+                ok = np.array([not isinstance(p, Failure) for p in prepared_images], dtype=bool)
+                failures += [p for p in prepared_images if isinstance(p, Failure)]
+                output[rows[~ok]] = np.nan if on_error == "nan" else 0.0
+                if ok.any():
+                    images = [p for p in prepared_images if not isinstance(p, Failure)]
+                    run.infer(images, rows[ok], output)
+                if bar is not None:
+                    bar.update(len(rows))
+        except BaseException:
+            for _, futures in pending:
+                for future in futures:
+                    future.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    return output, failures
+
+
+@dataclass
+class _Run:
+    """One featurize call's model settings; runs batches, halving them on out-of-memory."""
+
+    prepared: PreparedModel
+    config: DataConfig
+    plan: RunPlan
+    dtype: Any
+    limit_key: tuple[str, str, str, int]
+
+    def infer(self, images: list[Any], rows: np.ndarray, output: np.ndarray) -> None:
+        """Write the features of ``images`` into ``output[rows]``, in chunks that fit."""
+        done = 0
+        while done < len(images):
+            size = min(len(images) - done, _BATCH_LIMITS.get(self.limit_key, len(images)))
+            try:
+                pooled = self._forward(images[done : done + size])
+            except Exception as error:
+                if size == 1 or not _is_out_of_memory(error):
+                    raise
+                _BATCH_LIMITS[self.limit_key] = size // 2
+                _release_cached_memory(self.prepared.device)
+                continue
+            chunk_rows = rows[done : done + size]
+            for target, values in zip(self.plan.targets, pooled, strict=True):
+                output[chunk_rows, target.start : target.stop] = values.cpu().numpy()
+            done += size
+
+    def _forward(self, images: list[Any]) -> list[Any]:
+        import torch
+
+        device = self.prepared.device
+        batch = torch.stack(images)
+        if device.type == "cuda":
+            # Pinned host memory lets the copy run asynchronously with the host.
+            batch = batch.pin_memory().to(device, non_blocking=True)
+        else:
+            batch = batch.to(device)
+        if device.type in ("cpu", "cuda"):
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(device.type, dtype=self.dtype)
+            if self.dtype is not None
+            else contextlib.nullcontext()
+        )
+        with self.prepared.lock, torch.inference_mode(), autocast:
+            inputs = normalize_batch(batch, self.config, torch.float32)
+            return extract(self.prepared.module, inputs, self.plan.reads)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(error, oom_type):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def _release_cached_memory(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _progress_bar(total: int, progress: bool) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="img", desc="skfeat", smoothing=0.1)
