@@ -10,7 +10,6 @@ imported only inside methods, so building, cloning and pickling stays cheap.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from skfeat._inputs import as_items, decode_warning, input_column_name, with_on_
 from skfeat._pooling import resolve_pooling
 from skfeat._runtime._precision import PRECISIONS
 from skfeat._validation import check_choice, check_n_jobs, is_int, parameter_error
+from skfeat._warnings import warn_at_caller
 from skfeat.exceptions import ImageDecodeError, InvalidInputError
 
 __all__ = ["PretrainedCNNFeaturizer"]
@@ -303,7 +303,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             raise with_on_error_hint(error) from error.__cause__
         if failures:
             errors = [failure.error for failure in failures]
-            warnings.warn(decode_warning(errors, len(items), self.on_error), stacklevel=2)
+            warn_at_caller(decode_warning(errors, len(items), self.on_error))
         if self.normalize == "l2":
             norms = np.linalg.norm(features, axis=1, keepdims=True)
             np.divide(features, norms, out=features, where=norms > 0)

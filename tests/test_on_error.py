@@ -143,6 +143,19 @@ def test_pandas_output_keeps_failed_rows(tiny_model, random_images):
     assert frame.iloc[1].isna().all() and frame.iloc[[0, 2]].notna().all().all()
 
 
+def test_warning_points_at_the_users_line_through_sklearn(tiny_model, random_images):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = [random_images[0], None, random_images[1]]
+    featurizer = _featurizer(tiny_model, "nan").set_output(transform="pandas").fit(X)
+    pipe = make_pipeline(_featurizer(tiny_model, "nan"), StandardScaler())
+    for call in (lambda: featurizer.transform(X), lambda: pipe.fit_transform(X)):
+        with pytest.warns(ImageDecodeWarning) as record:
+            call()
+        assert [w.filename for w in record] == [__file__], [w.filename for w in record]
+
+
 @pytest.mark.parametrize("value", ["ignore", None, "NaN", 0])
 def test_on_error_is_validated_in_fit(value, tiny_model):
     with pytest.raises(

@@ -342,8 +342,9 @@ def test_explicit_precisions_on_cpu(native_bf16):
 def test_bf16_features_are_float32_and_close_to_fp32(native_bf16, tiny_model, random_images):
     native_bf16(False)
     fp32 = _featurizer(tiny_model, precision="fp32").fit_transform(random_images)
-    with pytest.warns(DeviceWarning, match="emulated"):
+    with pytest.warns(DeviceWarning, match="emulated") as record:
         bf16 = _featurizer(tiny_model, precision="bf16").fit_transform(random_images)
+    assert [w.filename for w in record] == [__file__]  # once, at this line
     assert bf16.dtype == np.float32
     assert not np.array_equal(bf16, fp32)  # it really ran in bf16
     cosine = np.sum(bf16 * fp32, 1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(fp32, axis=1)

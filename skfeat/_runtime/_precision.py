@@ -19,9 +19,9 @@ the output is always float32.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
+from skfeat._warnings import warn_at_caller
 from skfeat.exceptions import DeviceWarning
 
 __all__ = [
@@ -90,19 +90,17 @@ def resolve_precision(precision: str, device: Any, model_label: str) -> str:
             return "bf16"
         return "fp32"
     if precision == "bf16" and kind == "cpu" and not cpu_has_native_bf16():
-        warnings.warn(
+        warn_at_caller(
             "precision='bf16' was requested, but this CPU has no native bf16 (no "
             "AVX512-BF16 or AMX), so bf16 is emulated and several times slower than fp32. "
             "Use precision='auto' or 'fp32' for speed.",
             DeviceWarning,
-            stacklevel=3,
         )
     if precision == "fp16" and kind not in ("cuda", "mps"):
-        warnings.warn(
+        warn_at_caller(
             f"precision='fp16' has no fast path on device {str(device)!r}; running in fp32. "
             "Use precision='bf16' on CPUs with AVX512-BF16 or AMX, or a CUDA device for fp16.",
             DeviceWarning,
-            stacklevel=3,
         )
         return "fp32"
     return precision
