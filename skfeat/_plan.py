@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skfeat._extract import PENULTIMATE, Architecture, LayerInfo, architecture, find_layer
+from skfeat._layouts import MAP, MAP_LAST, TOKENS
 from skfeat._pooling import PoolingSpec, resolve_pooling
 from skfeat._preprocess import DataConfig
 
@@ -122,22 +123,48 @@ def build_plan(
 def cache_stages(traced: Architecture) -> tuple[LayerInfo, ...]:
     """The usual stages of a backbone, which a cache miss stores for other candidates.
 
-    These are the top-level modules giving feature maps (``layer1`` ... ``layer4``
-    of a ResNet), the children of a top-level container whose children span several
+    For maps: the top-level modules giving feature maps (``layer1`` ... ``layer4`` of a
+    ResNet), and the children of a top-level container whose children span several
     resolutions (``blocks.N`` of a timm EfficientNet, ``features.N`` of torchvision's
-    MobileNet, EfficientNet and VGG), and ``"penultimate"``.
+    MobileNet, EfficientNet, ConvNeXt and Swin). For tokens: the blocks of a vision
+    transformer (the children of a module with several token outputs of one shape:
+    timm ``blocks.N``, torchvision ``encoder.layers.encoder_layer_N``) and the last
+    token output after them (timm ``norm``, torchvision ``encoder.ln``). And
+    ``"penultimate"``.
     """
     layers = traced.layers
-    maps = {name: info for name, info in layers.items() if len(info.shape) == 3}
+    maps = {n: info for n, info in layers.items() if info.layout.kind in (MAP, MAP_LAST)}
+    tokens = {n: info for n, info in layers.items() if info.layout.kind == TOKENS}
     chosen = {name for name in maps if "." not in name}
     for parent in list(chosen):
-        children = [
-            name
-            for name in maps
-            if name.startswith(parent + ".") and "." not in name[len(parent) + 1 :]
-        ]
-        if len({maps[name].shape[1:] for name in children}) >= 2:
+        children = _children(parent, maps)
+        if len({_resolution(maps[name]) for name in children}) >= 2:
             chosen.update(children)
+    blocks: set[str] = set()
+    for parent in {name.rpartition(".")[0] for name in tokens}:
+        children = _children(parent, tokens)
+        if len(children) >= 2 and len({tokens[name].shape for name in children}) == 1:
+            blocks.update(children)
+    if blocks:
+        last_block = max(layers[name].order for name in blocks)
+        after = [
+            info
+            for name, info in tokens.items()
+            if info.order > last_block and not any(b.startswith(name + ".") for b in blocks)
+        ]
+        chosen |= blocks
+        if after:  # the trunk's token output: its final norm
+            chosen.add(max(after, key=lambda info: info.order).name)
     if PENULTIMATE in layers:
         chosen.add(PENULTIMATE)
     return tuple(sorted((layers[name] for name in chosen), key=lambda info: info.order))
+
+
+def _children(parent: str, layers: dict[str, LayerInfo]) -> list[str]:
+    prefix = parent + "." if parent else ""
+    return [n for n in layers if n.startswith(prefix) and "." not in n[len(prefix) :]]
+
+
+def _resolution(layer: LayerInfo) -> tuple[int, ...]:
+    shape = layer.shape
+    return shape[1:] if layer.layout.kind == MAP else shape[:2]

@@ -1,12 +1,18 @@
-"""Pooling: how one layer's output ``(N, ...)`` becomes vectors ``(N, D)``.
+"""Pooling: how one layer's output ``(N, ...)`` becomes vectors ``(N, D)``, by layout.
 
 The registry :data:`POOLINGS` is the one place a pooling is described: what it
 computes on each layout, its width, the elementary poolings it concatenates
 (``avgmax`` is ``avg`` then ``max``), the words people use for it, and whether the
-activation cache stores it for other grid candidates. Widths are known before any
-image is read; the parameter checks, :func:`list_poolings`, the cache and the
-command line all read this registry. The functions use tensor methods only, so the
-module imports without torch.
+activation cache stores it for other grid candidates. The parameter checks,
+:func:`list_poolings`, the cache, :func:`skfeat.list_layers` and the command line
+all read it.
+
+On maps, channel-first ``(C, H, W)`` or channel-last ``(H, W, C)``, the positions
+are the ``H x W`` grid. On tokens ``(T, C)``, the positions are the patch tokens:
+the prefix tokens (class, distillation, registers) are left out, as timm does, and
+``cls`` reads the class token itself. Vectors pass through the poolings that mean
+the same on one position. The functions use tensor methods only, so the module
+imports without torch.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from skfeat._layouts import MAP, MAP_LAST, UNKNOWN, VECTOR, Layout
+from skfeat._layouts import MAP, MAP_LAST, TOKENS, UNKNOWN, VECTOR, Layout
 from skfeat._validation import check_choice
 from skfeat.exceptions import InvalidParameterError
 
@@ -46,20 +52,34 @@ class LayerLike(Protocol):
     layout: Layout
 
 
-def _avg(x: Any) -> Any:
-    return x.mean(dim=(2, 3))
+def _positions(x: Any, layout: Layout) -> tuple[Any, tuple[int, ...]]:
+    """The values to pool over and their axes: a map's grid, or the patch tokens."""
+    if layout.kind == TOKENS:
+        return x[:, layout.prefix_tokens :], (1,)
+    return x, (2, 3)
 
 
-def _max(x: Any) -> Any:
-    return x.amax(dim=(2, 3))
+def _avg(x: Any, layout: Layout) -> Any:
+    values, axes = _positions(x, layout)
+    return values.mean(dim=axes)
 
 
-def _gem(x: Any) -> Any:
+def _max(x: Any, layout: Layout) -> Any:
+    values, axes = _positions(x, layout)
+    return values.amax(dim=axes)
+
+
+def _gem(x: Any, layout: Layout) -> Any:
     # Generalised mean (Radenović et al. 2018); the clamp keeps the root real.
-    return x.clamp(min=_GEM_EPS).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+    values, axes = _positions(x, layout)
+    return values.clamp(min=_GEM_EPS).pow(GEM_P).mean(dim=axes).pow(1.0 / GEM_P)
 
 
-def _flatten(x: Any) -> Any:
+def _cls(x: Any, layout: Layout) -> Any:
+    return x[:, 0]
+
+
+def _flatten(x: Any, layout: Layout) -> Any:
     return x.flatten(1)
 
 
@@ -73,15 +93,20 @@ class Pooling:
         Registry name, used in feature names.
     description : str
         One line for :func:`list_poolings`.
-    on_maps : callable or None
-        ``(N, C, H, W) -> (N, D)`` on channel-first maps (channel-last maps are
-        permuted first); None for a composite.
+    function : callable or None
+        ``(x, layout) -> (N, D)``, where ``x`` is a batch of channel-first maps
+        ``(N, C, H, W)`` (channel-last maps are permuted first) or of tokens
+        ``(N, T, C)``; None for a composite.
+    layouts : tuple of str
+        The layouts it applies to (besides vectors, see ``on_vectors``).
     on_vectors : bool
         Whether it means anything on an already pooled ``(N, D)`` output, where it
         passes the vector through unchanged.
     keeps_positions : bool
-        Whether every position is kept (width ``C * H * W``) rather than one value
-        per channel.
+        Whether every position is kept (width: every value of the output) rather
+        than one value per channel.
+    needs_class_token : bool
+        Whether it reads the class token (token layers that have one).
     components : tuple of str
         For a composite, the elementary poolings it concatenates, in order.
     stored : bool
@@ -92,17 +117,21 @@ class Pooling:
 
     name: str
     description: str
-    on_maps: Callable[[Any], Any] | None = None
+    function: Callable[[Any, Layout], Any] | None = None
+    layouts: tuple[str, ...] = (MAP, MAP_LAST, TOKENS)
     on_vectors: bool = False
     keeps_positions: bool = False
+    needs_class_token: bool = False
     components: tuple[str, ...] = ()
     stored: bool = False
     synonyms: tuple[str, ...] = ()
 
     @property
-    def parts(self) -> tuple[str, ...]:
+    def parts(self) -> tuple[Pooling, ...]:
         """The elementary poolings it is made of: itself, or its components."""
-        return self.components or (self.name,)
+        if not self.components:
+            return (self,)
+        return tuple(POOLINGS[name] for name in self.components)
 
 
 POOLINGS: dict[str, Pooling] = {
@@ -110,7 +139,7 @@ POOLINGS: dict[str, Pooling] = {
     for p in (
         Pooling(
             "avg",
-            "mean over positions",
+            "mean over positions (the patch tokens of a token layer)",
             _avg,
             on_vectors=True,
             stored=True,
@@ -118,7 +147,7 @@ POOLINGS: dict[str, Pooling] = {
         ),
         Pooling(
             "max",
-            "maximum over positions",
+            "maximum over positions (the patch tokens of a token layer)",
             _max,
             on_vectors=True,
             stored=True,
@@ -126,7 +155,7 @@ POOLINGS: dict[str, Pooling] = {
         ),
         Pooling(
             "gem",
-            f"generalised mean, p={GEM_P:g}",
+            f"generalised mean over positions, p={GEM_P:g}",
             _gem,
             stored=True,
             synonyms=("generalized_mean", "generalised_mean", "gem_pool", "power_mean"),
@@ -138,8 +167,23 @@ POOLINGS: dict[str, Pooling] = {
             synonyms=("avg_max", "avgmaxpool", "meanmax", "mean_max", "concat"),
         ),
         Pooling(
+            "cls",
+            "the class token of a token layer",
+            _cls,
+            layouts=(TOKENS,),
+            needs_class_token=True,
+            stored=True,
+            synonyms=("cls_token", "class_token", "class", "token", "first_token"),
+        ),
+        Pooling(
+            "clsavg",
+            "class token then mean of the patch tokens (DINOv2's linear probe)",
+            components=("cls", "avg"),
+            synonyms=("cls_avg", "cls_mean", "clsmean", "dinov2"),
+        ),
+        Pooling(
             "flatten",
-            "every position kept, C*H*W values",
+            "every value kept, in order (C*H*W, or T*C with the prefix tokens first)",
             _flatten,
             on_vectors=True,
             keeps_positions=True,
@@ -152,7 +196,8 @@ POOLINGS: dict[str, Pooling] = {
 def list_poolings() -> dict[str, str]:
     """List the named poolings, with what each computes.
 
-    Any callable ``(N, C, H, W) -> (N, D)`` is accepted as well.
+    Any callable is accepted as well: it receives the layer's output batch in the
+    layer's own layout (see :func:`list_layers`) and returns ``(N, D)``.
 
     Returns
     -------
@@ -161,14 +206,14 @@ def list_poolings() -> dict[str, str]:
 
     See Also
     --------
-    list_layers : The layers whose outputs are pooled.
+    list_layers : The layers whose outputs are pooled, with their layouts.
     PretrainedCNNFeaturizer : Applies the pooling named by ``pooling=``.
 
     Examples
     --------
     >>> from skfeat import list_poolings
     >>> list(list_poolings())
-    ['avg', 'max', 'gem', 'avgmax', 'flatten']
+    ['avg', 'max', 'gem', 'avgmax', 'cls', 'clsavg', 'flatten']
     """
     return {name: pooling.description for name, pooling in POOLINGS.items()}
 
@@ -176,6 +221,54 @@ def list_poolings() -> dict[str, str]:
 def pooling_synonyms() -> dict[str, str]:
     """Other words for the named poolings (``"mean"`` -> ``"avg"``), for hints."""
     return {word: p.name for p in POOLINGS.values() for word in p.synonyms}
+
+
+def _product(shape: tuple[int, ...]) -> int:
+    result = 1
+    for size in shape:
+        result *= size
+    return result
+
+
+def _refusal(pooling: Pooling, layer: LayerLike) -> str | None:
+    """Why ``pooling`` does not apply to ``layer``, or None when it does."""
+    layout, shape = layer.layout, layer.shape
+    if layout.kind == UNKNOWN:
+        return (
+            f"layer {layer.name!r} gives {layout.reason}, so skfeat cannot tell its channels "
+            "from its positions. Pick another layer (see skfeat.list_layers), or pass a "
+            "callable as pooling: it receives the layer's output as it is."
+        )
+    needs_class_token = any(part.needs_class_token for part in pooling.parts)
+    if layout.kind == VECTOR:
+        if pooling.components or not pooling.on_vectors:
+            need = "a class token" if needs_class_token else "a spatial map"
+            return (
+                f"pooling={pooling.name!r} needs {need}, but layer {layer.name!r} gives vectors "
+                f"of {shape[0]} values. Use pooling='avg' (vectors pass through unchanged) or "
+                "pick a layer with a spatial map or tokens (see skfeat.list_layers)."
+            )
+        return None
+    for part in pooling.parts:
+        if layout.kind not in part.layouts:
+            if part.needs_class_token:
+                what = "reads the class token of a token layer"
+            else:
+                what = "does not apply to this layout"
+            return (
+                f"pooling={pooling.name!r} {what}, but layer {layer.name!r} is a "
+                f"{layout.describe(shape)}. Use pooling='avg' or 'gem', or pick a token layer "
+                "of a vision transformer (see skfeat.list_layers)."
+            )
+        if part.needs_class_token and not layout.class_token:
+            prefix = layout.prefix_tokens
+            return (
+                f"pooling={pooling.name!r} reads the class token, but layer {layer.name!r} has "
+                f"none ({layout.describe(shape)}). Use pooling='avg' (the mean of the patch "
+                "tokens) or 'gem'"
+                + (", or 'flatten' to keep the prefix tokens too." if prefix else ".")
+            )
+    return None
 
 
 def pooled_width(pooling: str, layer: LayerLike) -> int:
@@ -187,39 +280,20 @@ def pooled_width(pooling: str, layer: LayerLike) -> int:
         Saying why, when the pooling does not apply to that layer.
     """
     spec = POOLINGS[pooling]
-    kind, shape = layer.layout.kind, layer.shape
-    if kind == VECTOR:
-        if spec.on_vectors:
-            return shape[0]
-        raise InvalidParameterError(
-            f"pooling={pooling!r} needs a spatial map, but layer {layer.name!r} gives vectors "
-            f"of {shape[0]} values. Use pooling='avg' (vectors pass through unchanged) "
-            "or pick a convolutional layer (see skfeat.list_layers)."
-        )
-    if kind in (MAP, MAP_LAST):
-        channels = layer.layout.channels(shape)
-        return sum(
-            _product(shape) if POOLINGS[part].keeps_positions else channels for part in spec.parts
-        )
-    reason = layer.layout.reason if kind == UNKNOWN else f"a layout {kind!r}"
-    raise InvalidParameterError(
-        f"Layer {layer.name!r} gives {reason}; skfeat pools maps (C, H, W) and vectors (D,). "
-        "Pick another layer (see skfeat.list_layers), or pass a callable as pooling."
-    )
-
-
-def _product(shape: tuple[int, ...]) -> int:
-    result = 1
-    for size in shape:
-        result *= size
-    return result
+    refusal = _refusal(spec, layer)
+    if refusal is not None:
+        raise InvalidParameterError(refusal)
+    if layer.layout.kind == VECTOR:
+        return layer.shape[0]
+    channels = layer.layout.channels(layer.shape)
+    return sum(_product(layer.shape) if part.keeps_positions else channels for part in spec.parts)
 
 
 def stored_components(layer: LayerLike) -> tuple[str, ...]:
     """What a cache miss stores of a stage: every stored pooling that applies to it."""
     if layer.layout.kind == VECTOR:
         return (VECTOR_COMPONENT,)
-    return tuple(p.name for p in POOLINGS.values() if p.stored)
+    return tuple(p.name for p in POOLINGS.values() if p.stored and _refusal(p, layer) is None)
 
 
 @dataclass(frozen=True)
@@ -255,8 +329,8 @@ class PoolingSpec:
         result = self.apply(torch.zeros((1, *layer.shape)), layer)
         if not isinstance(result, torch.Tensor) or result.ndim != 2 or result.shape[0] != 1:
             raise InvalidParameterError(
-                f"The pooling callable {self.name!r} must map (N, C, H, W) to "
-                f"(N, D); on layer {layer.name!r} it returned "
+                f"The pooling callable {self.name!r} must map a batch of layer outputs "
+                f"(here {_batch_form(layer)}) to (N, D); on layer {layer.name!r} it returned "
                 f"{getattr(result, 'shape', type(result).__name__)}."
             )
         return int(result.shape[1])
@@ -265,22 +339,24 @@ class PoolingSpec:
         """The elementary poolings whose results, concatenated, are this one on ``layer``."""
         if layer.layout.kind == VECTOR:
             return (VECTOR_COMPONENT,)
-        return POOLINGS[self.name].parts
+        return tuple(part.name for part in POOLINGS[self.name].parts)
 
     def apply(self, x: Any, layer: LayerLike) -> Any:
         """Pool ``x``, the batch of ``layer``'s outputs, into ``(N, D)``.
 
-        A callable receives maps as ``(N, C, H, W)`` and vectors as ``(N, D, 1, 1)``.
-        Whether a named pooling applies was checked in fit, by :meth:`width`.
+        A callable receives the batch in the layer's own layout (``(N, C, H, W)``,
+        ``(N, H, W, C)``, ``(N, T, C)``), and vectors as ``(N, D, 1, 1)`` so that a
+        map pooling works on them too. Whether a named pooling applies was checked
+        in fit, by :meth:`width`.
         """
-        kind = layer.layout.kind
+        layout = layer.layout
         if self.function is not None:
-            return self.function(x if kind != VECTOR else x[:, :, None, None])
-        if kind == VECTOR:
+            return self.function(x if layout.kind != VECTOR else x[:, :, None, None])
+        if layout.kind == VECTOR:
             return x
-        if kind == MAP_LAST:
+        if layout.kind == MAP_LAST:
             x = x.permute(0, 3, 1, 2)
-        parts = [_on_maps(part, x) for part in POOLINGS[self.name].parts]
+        parts = [_elementary(part, x, layout) for part in POOLINGS[self.name].parts]
         if len(parts) == 1:
             return parts[0]
         import torch
@@ -288,10 +364,14 @@ class PoolingSpec:
         return torch.cat(parts, dim=1)
 
 
-def _on_maps(name: str, x: Any) -> Any:
-    function = POOLINGS[name].on_maps
-    assert function is not None, name  # elementary poolings all have one
-    return function(x)
+def _elementary(pooling: Pooling, x: Any, layout: Layout) -> Any:
+    assert pooling.function is not None, pooling.name  # every elementary pooling has one
+    return pooling.function(x, layout)
+
+
+def _batch_form(layer: LayerLike) -> str:
+    forms = {MAP: "(N, C, H, W)", MAP_LAST: "(N, H, W, C)", TOKENS: "(N, T, C)"}
+    return forms.get(layer.layout.kind, "(N, D, 1, 1)" if layer.layout.kind == VECTOR else "as is")
 
 
 def resolve_pooling(pooling: Any, owner: str = "PretrainedCNNFeaturizer") -> PoolingSpec:
