@@ -596,6 +596,22 @@ def test_out_of_space_errno(error, expected):
         assert _writers.out_of_space_errno(wrapped) == expected
 
 
+def test_space_needed_before_anything_is_written(tmp_path):
+    """Before a row: the exact size (.npy), an upper bound (CSV), a lower bound (Parquet)."""
+    paths = [f"img{i}.png" for i in range(N_IMAGES)]
+    names = [f"f{j}" for j in range(N_FEATURES)]
+    needed = {}
+    for fmt in ("npy", "csv", "parquet"):
+        writer = _writers.make_writer(fmt, tmp_path, paths, names, {}, {"list_column": False})
+        needed[fmt] = writer.space_needed(0)
+    header = len(_writers._npy_header((N_IMAGES, N_FEATURES), np.dtype(np.float32)))
+    listing = sum(len(path) + 1 for path in paths)
+    assert needed["npy"] == (header + 4 * N_IMAGES * N_FEATURES + listing, "{} in all")
+    assert needed["csv"][1] == "up to {} more" and needed["csv"][0] > 16 * N_IMAGES * N_FEATURES
+    assert needed["parquet"][1] == "at least {} more"
+    assert needed["parquet"][0] >= 2 * 4 * N_IMAGES * N_FEATURES  # the parts, then the file
+
+
 def test_format_size():
     assert _writers.format_size(0) == "0 bytes"
     assert _writers.format_size(1023) == "1023 bytes"

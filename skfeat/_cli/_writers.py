@@ -251,16 +251,16 @@ class ParquetWriter(Writer):
 
     def space_needed(self, rows_done: int) -> tuple[int, str]:
         parts = sum(path.stat().st_size for path in self.workdir.glob("chunk-*.parquet"))
-        if rows_done and parts:
-            per_row = parts / rows_done
-        else:  # no part yet: the uncompressed size
-            per_row = 4 * len(self.feature_names) + 8
-            per_row += sum(len(path.encode("utf-8", "replace")) for path in self.paths) / max(
-                1, len(self.paths)
-            )
         # The parts still to write, then the final file, built while every part is kept.
         left = (len(self.paths) - rows_done) + len(self.paths)
-        return int(per_row * left), "about {} more"
+        if rows_done and parts:
+            return int(parts / rows_done * left), "about {} more"
+        # No part yet: the values and paths alone; each part's footer comes on top.
+        per_row = 4 * len(self.feature_names) + 8
+        per_row += sum(len(path.encode("utf-8", "replace")) for path in self.paths) / max(
+            1, len(self.paths)
+        )
+        return int(per_row * left), "at least {} more"
 
 
 class NpyWriter(Writer):
