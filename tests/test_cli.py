@@ -471,7 +471,9 @@ def test_console_script_extracts_a_folder(image_folder):
 
 
 @pytest.mark.slow
-def test_console_script_resumes_after_being_killed(tmp_path):
+@pytest.mark.parametrize("suffix", [".parquet", ".npy", ".csv"])
+def test_console_script_resumes_after_being_killed(tmp_path, suffix):
+    """SIGKILL while the chunks are written; the kill points one by one are in test_writers."""
     from PIL import Image
 
     root = tmp_path / "many"
@@ -482,11 +484,11 @@ def test_console_script_resumes_after_being_killed(tmp_path):
         pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(root / f"{i:03d}.png")
     args = [*MODEL_ARGS, "-q", "--chunk-size", chunk, "--batch-size", 2]
-    reference = tmp_path / "reference.parquet"
+    reference = tmp_path / f"reference{suffix}"
     assert run_cli("extract", root, "-o", reference, *args).returncode == 0
 
-    out = tmp_path / "out.parquet"
-    state_file = tmp_path / "out.parquet.partial" / "state.json"
+    out = tmp_path / f"out{suffix}"
+    state_file = tmp_path / f"out{suffix}.partial" / "state.json"
     process = subprocess.Popen(
         [*cli_command(), "extract", str(root), "-o", str(out), *map(str, args)],
         env=cli_env(),
@@ -514,6 +516,10 @@ def test_console_script_resumes_after_being_killed(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"Resuming: {done} of {n_images // chunk} chunks" in result.stderr
     assert out.read_bytes() == reference.read_bytes()
+    if suffix == ".npy":
+        assert (tmp_path / "out.paths.txt").read_bytes() == (
+            tmp_path / "reference.paths.txt"
+        ).read_bytes()
 
 
 @pytest.mark.slow

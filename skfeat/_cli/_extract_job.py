@@ -4,11 +4,15 @@ The images are featurized a chunk at a time, so memory stays flat however many t
 are. Progress lives in a folder beside the output (``<OUT>.partial/``) holding the
 partial data and ``state.json``: which chunks are done and a fingerprint of the inputs
 and options. ``--resume`` continues from the last finished chunk when the fingerprint
-matches; the finished file is then renamed into place and the folder removed.
+matches. At the end the finished file is built in the folder, the state records it as
+built, the file is renamed into place and the folder removed, ``state.json`` last: a run
+stopped at any point resumes to the same file, and the output never exists half written.
+A full disk is one :class:`CommandError` that says how much space is needed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +20,8 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from skfeat._cli._common import CommandError, note, warn
-from skfeat._cli._writers import FORMATS, make_writer
+from skfeat._cli._writers import FORMATS, Writer, format_size, make_writer, out_of_space_errno
 
 __all__ = ["ExtractOptions", "ExtractReport", "check_output", "run_extract", "workdir_for"]
 
@@ -132,14 +138,45 @@ def _load_state(workdir: Path) -> dict[str, Any] | None:
 
 def _save_state(workdir: Path, state: dict[str, Any]) -> None:
     temporary = workdir / (_STATE + ".tmp")
-    temporary.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+    try:
+        temporary.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no half-written state behind
+        raise
     os.replace(temporary, workdir / _STATE)  # a reader never sees half a state
+
+
+def _check_workdir(workdir: Path) -> None:
+    """Refuse a progress folder that is not a real folder this process can write to.
+
+    Nothing is ever written or deleted through a symbolic link.
+    """
+    if workdir.is_symlink():
+        raise CommandError(
+            f"{str(workdir)!r} is a symbolic link (to {os.readlink(workdir)!r}), where skfeat "
+            "keeps the progress of a run in a folder of its own; it never writes or deletes "
+            "through a link. Remove the link (what it points to is left as it is) or write OUT "
+            "somewhere else."
+        )
+    if workdir.exists() and not workdir.is_dir():
+        raise CommandError(
+            f"{str(workdir)!r} is in the way: it is not a folder, and skfeat keeps the progress "
+            "of a run in a folder of that name. Move it away or write OUT somewhere else."
+        )
+    if workdir.is_dir() and not os.access(workdir, os.W_OK | os.X_OK):
+        raise CommandError(
+            f"the folder {str(workdir)!r}, which holds the progress of a run, is not writable. "
+            "Make it writable to continue the run, or delete it to start over."
+        )
 
 
 def _prepare_workdir(
     output: Path, parts: dict[str, Any], options: ExtractOptions
 ) -> tuple[Path, dict[str, Any]]:
     workdir = workdir_for(output)
+    _check_workdir(workdir)
+    if workdir.is_dir() and not any(workdir.iterdir()):
+        workdir.rmdir()  # records nothing: left by a run stopped as it began or as it ended
     fresh = {"version": _STATE_VERSION, "fingerprint": parts, "chunks_done": 0, "failed": []}
     if workdir.exists():
         state = _load_state(workdir)
@@ -150,7 +187,13 @@ def _prepare_workdir(
             )
         if state is None or state.get("version") != _STATE_VERSION:
             note(f"No usable progress in {str(workdir)!r}; starting from the beginning.")
-            shutil.rmtree(workdir)
+            try:
+                _remove_workdir(workdir)
+            except OSError as error:
+                raise CommandError(
+                    f"cannot remove {str(workdir)!r} to start over ({error}). Delete it, "
+                    "then run again."
+                ) from error
         else:
             changed = [k for k in parts if state["fingerprint"].get(k) != parts[k]]
             if changed:
@@ -165,9 +208,94 @@ def _prepare_workdir(
             return workdir, state
     elif options.resume:
         note("Nothing to resume; starting from the beginning.")
-    workdir.mkdir(parents=True)
+    try:
+        workdir.mkdir()
+    except OSError as error:
+        if out_of_space_errno(error) is not None:
+            raise
+        raise CommandError(
+            f"cannot create the folder {str(workdir)!r} for the progress of the run "
+            f"({error.strerror or error}). Write OUT to a folder you can write to."
+        ) from error
     _save_state(workdir, fresh)
     return workdir, fresh
+
+
+def _remove_workdir(workdir: Path) -> None:
+    """Remove the progress folder, ``state.json`` last, never following a link.
+
+    A run stopped while the folder is being removed still finds its state there.
+    """
+    if workdir.is_symlink():  # swapped for a link since the run began
+        raise OSError(errno.ELOOP, "a symbolic link, not removed", str(workdir))
+    for entry in workdir.iterdir():
+        if entry.name == _STATE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            os.unlink(entry)
+    if (workdir / _STATE).exists():
+        os.unlink(workdir / _STATE)
+    workdir.rmdir()
+
+
+def _moved_into_place(output: Path) -> bool:
+    """Whether a run into ``output`` was stopped after its file was renamed into place."""
+    workdir = workdir_for(output)
+    if workdir.is_symlink() or not workdir.is_dir():
+        return False
+    state = _load_state(workdir) or {}
+    built = state.get("finished")
+    return isinstance(built, str) and not (workdir / built).exists()
+
+
+def _move_into_place(moves: list[tuple[Path, Path]], workdir: Path) -> None:
+    for built, destination in moves:
+        if built.exists():
+            os.replace(built, destination)
+        elif not destination.exists():  # a stopped run has moved it, or it was deleted
+            raise CommandError(
+                f"{str(workdir)!r} records a finished run, but neither it nor "
+                f"{str(destination)!r} holds the file {built.name!r}. Delete {str(workdir)!r} "
+                "and run again to start over."
+            )
+
+
+@contextmanager
+def _out_of_space_is_one_error(
+    output: Path, writer: Writer, n_chunks: int, chunk_size: int
+) -> Iterator[None]:
+    """Turn a full disk, whatever raised it, into one :class:`CommandError`."""
+    try:
+        yield
+    except Exception as error:
+        code = out_of_space_errno(error)
+        if code is None:
+            raise
+        message = _out_of_space_message(code, output, writer, n_chunks, chunk_size)
+        raise CommandError(message) from error
+
+
+def _out_of_space_message(
+    code: int, output: Path, writer: Writer, n_chunks: int, chunk_size: int
+) -> str:
+    workdir = workdir_for(output)
+    state = _load_state(workdir) if workdir.is_dir() and not workdir.is_symlink() else None
+    done = int((state or {}).get("chunks_done", 0))
+    full = "the disk quota is full" if code == errno.EDQUOT else "the disk is full"
+    text = f"{full}: cannot write {str(output)!r} ({os.strerror(code)})"
+    try:
+        needed, phrase = writer.space_needed(min(done * chunk_size, len(writer.paths)))
+        text += f". It needs {phrase.format(format_size(needed))}"
+        if code == errno.ENOSPC:
+            text += f"; {format_size(shutil.disk_usage(workdir.parent).free)} are free there"
+    except OSError:
+        pass  # the sizes are a help; the message stands without them
+    return (
+        f"{text}. Free some space, then rerun the same command with --resume to continue: "
+        f"{done} of {n_chunks} chunks are done and kept in {str(workdir)!r}."
+    )
 
 
 def _failed_rows(features: np.ndarray, on_error: str | None) -> np.ndarray:
@@ -189,10 +317,17 @@ def check_output(output: Path, options: ExtractOptions) -> str:
         )
     if not output.parent.is_dir():
         raise CommandError(f"the output folder {str(output.parent)!r} does not exist.")
-    if output.exists() and not options.overwrite:
+    if not os.access(output.parent, os.W_OK | os.X_OK):
+        raise CommandError(
+            f"cannot write in the output folder {str(output.parent)!r}; write OUT to a folder "
+            "you can write to."
+        )
+    finished = options.resume and _moved_into_place(output)  # only the tidying up is left
+    if output.exists() and not options.overwrite and not finished:
         raise CommandError(f"{str(output)!r} exists already; pass --overwrite to replace it.")
     if options.chunk_size < 1:
         raise CommandError(f"--chunk-size must be >= 1, got {options.chunk_size}.")
+    _check_workdir(workdir_for(output))
     return fmt
 
 
@@ -208,13 +343,20 @@ def run_extract(paths: list[str], output: Path, options: ExtractOptions) -> Extr
     metadata = describe_run(featurizer)
     names = [str(name) for name in featurizer.get_feature_names_out()]
     parts = _fingerprint_parts(paths, featurizer, fmt, options)
-    workdir, state = _prepare_workdir(output, parts, options)
-    writer = make_writer(fmt, workdir, paths, names, metadata, {"list_column": options.list_column})
-    writer.start(state)
-
     n_images = len(paths)
     starts = range(0, n_images, options.chunk_size)
     n_chunks = len(starts)
+    writer = make_writer(
+        fmt, workdir_for(output), paths, names, metadata, {"list_column": options.list_column}
+    )
+
+    def out_of_space_is_one_error() -> Any:
+        return _out_of_space_is_one_error(output, writer, n_chunks, options.chunk_size)
+
+    with out_of_space_is_one_error():
+        workdir, state = _prepare_workdir(output, parts, options)
+        if not state.get("finished"):
+            writer.start(state)
     resumed = int(state["chunks_done"])
     if resumed:
         note(f"Resuming: {resumed} of {n_chunks} chunks were done already.")
@@ -239,18 +381,25 @@ def run_extract(paths: list[str], output: Path, options: ExtractOptions) -> Extr
                 raise
             raise wrapped from error
         failed = (_failed_rows(features, on_error) + start).tolist()
-        extra = writer.write(index, start, features)
-        state.update(extra)
-        state["failed"] = [*state["failed"], *failed]
-        state["chunks_done"] = index + 1
-        _save_state(workdir, state)
+        with out_of_space_is_one_error():
+            extra = writer.write(index, start, features)
+            state.update(extra)
+            state["failed"] = [*state["failed"], *failed]
+            state["chunks_done"] = index + 1
+            _save_state(workdir, state)
         done_images += stop - start
     elapsed = time.perf_counter() - started
 
-    moves = writer.finish(n_chunks, output)
-    for built, destination in moves:
-        os.replace(built, destination)
-    shutil.rmtree(workdir)
+    with out_of_space_is_one_error():
+        if not state.get("finished"):
+            writer.finish(n_chunks)
+            state["finished"] = writer.result.name  # built: from here on, only renames
+            _save_state(workdir, state)
+        _move_into_place(writer.moves(output), workdir)
+    try:
+        _remove_workdir(workdir)
+    except OSError as error:
+        warn(f"{str(output)!r} is complete, but {str(workdir)!r} is left ({error}); delete it.")
 
     rate = f", {done_images / elapsed:.1f} images/s" if done_images and elapsed > 0 else ""
     note(
