@@ -52,10 +52,19 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         Where to read activations: a layer name from :func:`skfeat.list_layers`, a
         list of names (concatenated, from one backbone pass), ``"penultimate"`` (the
         input of the final classifier, the usual embedding) or ``"logits"``.
-    pooling : {"avg", "max", "gem", "avgmax", "flatten"} or callable, default="avg"
-        How a map ``(N, C, H, W)`` becomes ``(N, D)``: see :func:`skfeat.list_poolings`.
-        A callable receives the map as a torch tensor. Vector layers (``"penultimate"``,
-        ``"logits"``) pass through ``"avg"``, ``"max"`` and ``"flatten"`` unchanged.
+    pooling : {"avg", "max", "gem", "avgmax", "cls", "clsavg", "flatten"} or callable, default="avg"
+        How a layer's output becomes a vector, by its layout (see
+        :func:`skfeat.list_layers`). On maps, ``(C, H, W)`` or ``(H, W, C)``: ``"avg"``,
+        ``"max"`` and ``"gem"`` pool over the positions (``C`` values each), ``"avgmax"``
+        concatenates avg and max, ``"flatten"`` keeps every value. On tokens ``(T, C)``:
+        the same pool over the patch tokens (class, distillation and register tokens left
+        out, as timm does), ``"cls"`` is the class token and ``"clsavg"`` the class token
+        then the mean patch token (DINOv2's linear probe). Vector layers
+        (``"penultimate"``, ``"logits"``) pass through ``"avg"``, ``"max"`` and
+        ``"flatten"`` unchanged. A callable receives the layer's output batch as a torch
+        tensor in the layer's own layout (``(N, C, H, W)``, ``(N, H, W, C)`` or
+        ``(N, T, C)``; vectors as ``(N, D, 1, 1)``) and returns ``(N, D)``. See
+        :func:`skfeat.list_poolings`.
     normalize : {None, "l2"}, default=None
         ``"l2"`` scales each row to unit Euclidean norm.
     batch_size : int or "auto", default="auto"

@@ -421,19 +421,22 @@ def test_layers_table(capsys):
     lines = out.splitlines()
     assert lines[0].split() == [
         "layer",
+        "layout",
         "output",
         "shape",
         "avg",
         "max",
         "gem",
         "avgmax",
+        "cls",
+        "clsavg",
         "flatten",
     ]
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
-    assert rows["layer3"] == ["256x14x14", "256", "256", "256", "512", "50176"]
-    assert rows["layer4"] == ["512x7x7", "512", "512", "512", "1024", "25088"]
-    assert rows["penultimate"] == ["512", "512", "512", "-", "-", "512"]
-    assert rows["logits"] == ["1000", "1000", "1000", "-", "-", "1000"]
+    assert rows["layer3"] == ["map", "256x14x14", "256", "256", "256", "512", "-", "-", "50176"]
+    assert rows["layer4"] == ["map", "512x7x7", "512", "512", "512", "1024", "-", "-", "25088"]
+    assert rows["penultimate"] == ["vector", "512", "512", "512", "-", "-", "-", "-", "512"]
+    assert rows["logits"] == ["vector", "1000", "1000", "1000", "-", "-", "-", "-", "1000"]
     assert "layer4.1" not in rows
     assert list(rows)[-3:] == ["penultimate", "fc", "logits"]
 

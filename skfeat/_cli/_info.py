@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 __all__ = ["layer_table", "models_text"]
 
@@ -30,28 +31,40 @@ def layer_table(model: str, weights: str | None = "DEFAULT", depth: int | None =
     Examples
     --------
     >>> print(layer_table("resnet18", weights=None, depth=1).splitlines()[0])  # doctest: +SKIP
-    layer        output shape  avg  max  gem  avgmax  flatten
+    layer        layout  output shape  avg  max  gem  avgmax  cls  clsavg  flatten
     """
     from skfeat import list_layers, list_poolings
 
     layers = list_layers(model, weights, details=True)
     aliases = ("penultimate", "logits")
     poolings = list(list_poolings())
-    header = ["layer", "output shape", *poolings]
+    header = ["layer", "layout", "output shape", *poolings]
     rows = []
     for name, layer in layers.items():
         if depth is not None and name not in aliases and name.count(".") + 1 > depth:
             continue
         widths = [layer.widths[pooling] for pooling in poolings]
         widths = [_NOT_APPLICABLE if width is None else str(width) for width in widths]
-        rows.append([name, "x".join(map(str, layer.shape)), *widths])
+        rows.append([name, _layout(layer), "x".join(map(str, layer.shape)), *widths])
     sizes = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = []
     for row in [header, *rows]:
-        cells = [row[0].ljust(sizes[0]), row[1].ljust(sizes[1])]
-        cells += [cell.rjust(size) for cell, size in zip(row[2:], sizes[2:], strict=True)]
+        cells = [cell.ljust(size) for cell, size in zip(row[:3], sizes[:3], strict=True)]
+        cells += [cell.rjust(size) for cell, size in zip(row[3:], sizes[3:], strict=True)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def _layout(layer: Any) -> str:
+    """The layout in a few words: ``map``, ``map HWC``, ``tokens 1+cls``..."""
+    if layer.layout == "map_last":
+        return "map HWC"
+    if layer.layout == "tokens":
+        prefix = layer.prefix_tokens
+        if not prefix:
+            return "tokens"
+        return f"tokens {prefix} prefix" + (" (cls)" if layer.class_token else "")
+    return layer.layout
 
 
 def _installed(*modules: str) -> bool:
