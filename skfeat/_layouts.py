@@ -263,8 +263,9 @@ def infer_layouts(
     reference : int
         The side the features are read at; its trace gives the layers.
     batch : int, default=1
-        The batch size of the traces. Use 2 or more: with 1 a module that folds
-        windows into the batch axis is only caught where it makes several windows.
+        The batch size of the traces. Use 2: with 1, an output whose first axis is
+        not the batch (windows folded into it, a sequence-first ``(T, N, C)``) goes
+        unseen wherever that axis happens to be 1, and so does one that mixes images.
     hints : LayoutHints or None, default=None
         What the model declares (:func:`collect_hints`).
 
@@ -367,8 +368,8 @@ def infer_layout(
         side = folded[0]
         return _unknown(
             f"output {shapes[side]} at {side} px for a batch of {batch}: its first axis is not "
-            "the batch, so its rows are not images (the module folds windows or heads into "
-            "the batch axis)"
+            "the batch, so its rows are not images (windows or heads folded into the batch "
+            "axis, or a sequence-first layout)"
         )
     per_image = {side: tuple(shapes[side][1:]) for side in sides}
     ranks = {len(shape) for shape in per_image.values()}
@@ -475,12 +476,14 @@ def copy_at_size(module: Any, side: int) -> Any | None:
     """
     import copy
 
-    resize = getattr(module, "set_input_size", None)
-    if not callable(resize):
+    targets = _outermost(module, lambda sub: callable(getattr(sub, "set_input_size", None)))
+    if not targets:
         return None
     clone = copy.deepcopy(module)
+    submodules = dict(clone.named_modules())
     try:
-        clone.set_input_size(img_size=(side, side))
+        for path, _ in targets:  # a wrapper around a timm model: resize the model inside
+            submodules[path].set_input_size(img_size=(side, side))
     except Exception:  # an unusual configuration: the caller falls back to the module itself
         return None
     return clone
@@ -721,21 +724,24 @@ def _token_declaration(module: Any) -> tuple[int | None, bool, tuple[int, int] |
     ``self.backbone``). Declarations inside it are its parts (EVA's attention blocks
     repeat ``num_prefix_tokens``); two separate declaring modules leave it unknown.
     """
-    found: list[tuple[str, tuple[int, bool, tuple[int, int] | None, str]]] = []
-    for path, sub in module.named_modules():
-        if any(_inside(path, outer) for outer, _ in found):
-            continue
-        declared = _own_token_declaration(sub)
-        if declared is not None:
-            found.append((path, declared))
-    if len(found) != 1:
+    found = _outermost(module, lambda sub: _own_token_declaration(sub) is not None)
+    declared = _own_token_declaration(found[0][1]) if len(found) == 1 else None
+    if declared is None:
         return None, False, None, ""
-    path, (prefix, has_class, grid, source) = found[0]
+    prefix, has_class, grid, source = declared
+    path = found[0][0]
     return prefix, has_class, grid, source + (f" (in {path!r})" if path else "")
 
 
-def _inside(path: str, outer: str) -> bool:
-    return outer == "" or path.startswith(outer + ".")
+def _outermost(module: Any, declares: Any) -> list[tuple[str, Any]]:
+    """The submodules (the module included) for which ``declares`` holds, none inside another."""
+    found: list[tuple[str, Any]] = []
+    for path, sub in module.named_modules():
+        if any(outer == "" or path.startswith(outer + ".") for outer, _ in found):
+            continue
+        if declares(sub):
+            found.append((path, sub))
+    return found
 
 
 def _own_token_declaration(
@@ -774,14 +780,18 @@ def _own_token_declaration(
 
 
 def _stage_declaration(module: Any) -> tuple[dict[str, tuple[int, int]], str | None]:
-    """timm's ``feature_info`` stages and ``output_fmt``."""
+    """timm's ``feature_info`` stages and ``output_fmt``, named as in ``module``."""
+    found = _outermost(module, lambda sub: isinstance(getattr(sub, "feature_info", None), list))
+    if len(found) != 1:
+        return {}, None
+    path, owner = found[0]
+    prefix = f"{path}." if path else ""
     stages = {}
-    info = getattr(module, "feature_info", None)
-    if isinstance(info, list):
-        for entry in info:
-            if isinstance(entry, dict) and {"module", "num_chs", "reduction"} <= entry.keys():
-                stages[str(entry["module"])] = (int(entry["num_chs"]), int(entry["reduction"]))
-    fmt = getattr(module, "output_fmt", None)
+    for entry in owner.feature_info:
+        if isinstance(entry, dict) and {"module", "num_chs", "reduction"} <= entry.keys():
+            name = prefix + str(entry["module"])
+            stages[name] = (int(entry["num_chs"]), int(entry["reduction"]))
+    fmt = getattr(owner, "output_fmt", None)
     fmt = str(getattr(fmt, "value", fmt)) if fmt is not None else None
     return stages, fmt if fmt in ("NCHW", "NHWC") else None
 
