@@ -15,12 +15,12 @@ last requested layer, so nothing past it is computed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from skfeat._layouts import Layout, layout_of_shape
+from skfeat._layouts import VECTOR, Layout, collect_hints, copy_at_size, infer_layouts, probe_sizes
 from skfeat._pooling import PoolingSpec, list_poolings, pooled_width
 from skfeat._validation import did_you_mean, parameter_error
 from skfeat.exceptions import InvalidParameterError, UnknownLayerError
@@ -59,9 +59,12 @@ class LayerInfo:
     order : int
         When it is produced during the forward pass; larger is later.
     module : str
-        The module to hook; for ``"penultimate"`` the classifier, whose input is read.
+        The module to hook (empty for ``"logits"``, the network's output).
     layout : Layout
         What the axes of ``shape`` mean.
+    reads_input : bool, default=False
+        Whether the module's input is read rather than its output: ``"penultimate"``
+        is the input of the final linear classifier.
     """
 
     name: str
@@ -69,6 +72,7 @@ class LayerInfo:
     order: int
     module: str
     layout: Layout
+    reads_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,17 +109,42 @@ def architecture(backend: Any, crop_size: int) -> Architecture:
 
 
 def _trace(backend: Any, crop_size: int) -> Architecture:
-    try:
-        return trace_architecture(backend.tracing_module("meta"), crop_size)
-    except Exception:  # some custom ops have no meta kernel: trace for real, on CPU
-        return trace_architecture(backend.tracing_module("cpu"), crop_size)
+    error: Exception | None = None
+    for device in ("meta", "cpu"):  # some custom ops have no meta kernel: then on CPU
+        try:
+            module = backend.tracing_module(device)
+
+            def at_size(side: int, device: str = device, module: Any = module) -> Any:
+                resized = backend.tracing_module(device, side)
+                return resized if resized is not None else copy_at_size(module, side) or module
+
+            return trace_architecture(
+                module, crop_size, at_size=at_size, penultimate_module=backend.penultimate_module
+            )
+        except Exception as failure:
+            error = failure
+    assert error is not None
+    raise error
 
 
-def trace_architecture(module: Any, crop_size: int) -> Architecture:
-    """Run ``module`` once on a zero input and record every module's output shape."""
+_TRACE_BATCH = 2  # with 1, an output whose first axis is not the batch would go unseen
+_LOGITS_KEY = "<logits>"
+
+
+@dataclass
+class _Pass:
+    """What one forward pass on zeros recorded."""
+
+    events: list[tuple[str, str]]  # ("out", module) or ("in", linear), in forward order
+    shapes: dict[str, tuple[int, ...]]  # key -> shape with the batch axis
+    calls: dict[str, int]
+
+
+def _record(module: Any, side: int) -> _Pass:
     import torch
 
-    events: list[tuple[str, str, tuple[int, ...]]] = []
+    events: list[tuple[str, str]] = []
+    shapes: dict[str, tuple[int, ...]] = {}
     calls: dict[str, int] = {}
     handles = []
     names = {id(sub): name for name, sub in module.named_modules() if name}
@@ -123,12 +152,15 @@ def trace_architecture(module: Any, crop_size: int) -> Architecture:
     def after(sub: Any, _inputs: Any, output: Any) -> None:
         name = names[id(sub)]
         calls[name] = calls.get(name, 0) + 1
-        if isinstance(output, torch.Tensor):
-            events.append(("out", name, tuple(output.shape[1:])))
+        if isinstance(output, torch.Tensor) and name not in shapes:
+            events.append(("out", name))
+            shapes[name] = tuple(output.shape)
 
     def before_linear(sub: Any, inputs: Any) -> None:
         if inputs and isinstance(inputs[0], torch.Tensor):
-            events.append(("in", names[id(sub)], tuple(inputs[0].shape[1:])))
+            name = names[id(sub)]
+            events.append(("in", name))
+            shapes[_input_key(name)] = tuple(inputs[0].shape)
 
     for sub in module.modules():
         if id(sub) in names:
@@ -140,30 +172,71 @@ def trace_architecture(module: Any, crop_size: int) -> Architecture:
         module.eval()
         device = _module_device(module)
         with torch.no_grad():
-            output = module(torch.zeros(1, 3, crop_size, crop_size, device=device))
+            output = module(torch.zeros(_TRACE_BATCH, 3, side, side, device=device))
     finally:
         module.train(was_training)
         for handle in handles:
             handle.remove()
     if isinstance(output, (tuple, list)):
         output = output[0]
+    shapes[_LOGITS_KEY] = tuple(output.shape)
+    return _Pass(events, shapes, calls)
 
-    def info(name: str, shape: tuple[int, ...], order: int, hooked: str) -> LayerInfo:
-        return LayerInfo(name, shape, order, hooked, layout_of_shape(shape))
+
+def _input_key(name: str) -> str:
+    return f"<input of {name}>"
+
+
+def trace_architecture(
+    module: Any,
+    crop_size: int,
+    *,
+    at_size: Callable[[int], Any] | None = None,
+    penultimate_module: str | None = None,
+) -> Architecture:
+    """Trace ``module`` on zeros: every module's output shape and layout.
+
+    The module runs at ``crop_size`` and, to tell channels from positions, at twice
+    and three times that side (``at_size(side)`` gives the module to run there; a
+    side that fails is skipped). ``penultimate_module`` names a module whose output
+    is the pooled embedding (timm's pre-logits); otherwise ``"penultimate"`` is the
+    input of the last linear layer, when that is a vector.
+    """
+    reference = _record(module, crop_size)
+    traces = {crop_size: reference.shapes}
+    for side in probe_sizes(crop_size)[1:]:
+        try:
+            traces[side] = _record(at_size(side) if at_size else module, side).shapes
+        except Exception:  # a model that takes one input size: what it declares decides
+            continue
+    layouts = infer_layouts(
+        traces, reference=crop_size, batch=_TRACE_BATCH, hints=collect_hints(module)
+    )
+
+    def info(name: str, key: str, order: int, hooked: str, reads_input: bool = False) -> Any:
+        shape = reference.shapes[key][1:]
+        return LayerInfo(name, shape, order, hooked, layouts[key], reads_input)
 
     layers: dict[str, LayerInfo] = {}
     classifier = None
-    penultimate = None
-    for order, (kind, name, shape) in enumerate(events):
+    linear_input = pre_logits = None
+    for order, (kind, name) in enumerate(reference.events):
         if kind == "in":
-            classifier, penultimate = name, info(PENULTIMATE, shape, order, name)
-        elif calls[name] == 1 and name not in layers:
-            layers[name] = info(name, shape, order, name)
-    if penultimate is not None and len(penultimate.shape) == 1:
+            key = _input_key(name)
+            if layouts[key].kind == VECTOR:
+                classifier = name
+                linear_input = info(PENULTIMATE, key, order, name, reads_input=True)
+            else:  # a linear layer inside a block, reading tokens: not the classifier
+                classifier = linear_input = None
+        elif name == penultimate_module:
+            if reference.calls[name] == 1 and layouts[name].kind == VECTOR:
+                pre_logits = info(PENULTIMATE, name, order, name)
+        elif reference.calls[name] == 1:
+            layers[name] = info(name, name, order, name)
+    penultimate = pre_logits if penultimate_module is not None else linear_input
+    if penultimate is not None:
         layers[PENULTIMATE] = penultimate
-    else:
-        classifier = None
-    layers[LOGITS] = info(LOGITS, tuple(output.shape[1:]), len(events), "")
+    layers[LOGITS] = info(LOGITS, _LOGITS_KEY, len(reference.events), "")
     return Architecture(layers=layers, classifier=classifier)
 
 
@@ -294,7 +367,7 @@ def _hooks(module: Any, reads: Sequence[Read], store: dict[int, Any]) -> Iterato
         if layer.name == LOGITS:
             continue
         sub = modules[layer.module]
-        if layer.name == PENULTIMATE:
+        if layer.reads_input:
             handles.append(
                 sub.register_forward_pre_hook(
                     lambda _m, inputs, layer=layer: keep(layer, inputs[0])

@@ -1,87 +1,820 @@
 """What the axes of a layer's output mean: its layout.
 
-A layer gives, for one image, a channel-first map ``(C, H, W)``, a channel-last map
-``(H, W, C)``, a token sequence ``(T, C)`` (with some prefix tokens before the patch
-tokens), or a vector ``(D,)``. Pooling depends on it, so a layer whose layout cannot
-be known is ``unknown``, and pooling it is an error rather than a guess.
+A layer's output for one image is a channel-first map ``(C, H, W)`` (``"map"``), a
+channel-last map ``(H, W, C)`` (``"map_last"``), a token sequence ``(T, C)`` whose first
+tokens may be prefix tokens (class, distillation, register; ``"tokens"``), a vector
+``(D,)`` (``"vector"``), or ``"unknown"``.
+
+The layout is read from what the model is, never guessed from one shape:
+
+- **Geometry.** The network is traced at several input sides (for example 224, 448
+  and 672 px). Spatial axes grow with the side; a token count grows with its square
+  (``T = p + g * g`` for a ``g`` x ``g`` patch grid and ``p`` extra tokens); channel axes
+  stay put. A map, a channel-last map or a token sequence is named only when exactly
+  one of them fits every size seen.
+- **Declarations.** What the model says about itself (:func:`collect_hints`): the
+  module types that produce ``(N, C, H, W)`` by definition (``Conv2d``, ``BatchNorm2d``,
+  2-D pools ...), timm's ``num_prefix_tokens`` / ``has_class_token`` /
+  ``patch_embed.grid_size`` / ``feature_info`` / ``output_fmt``, torchvision ViT's
+  ``class_token`` / ``seq_length``. Geometry counts the extra tokens but cannot tell
+  where they are or what they are, so extra tokens are only accepted when the model
+  declares as many prefix tokens.
+
+Where the two disagree, or where neither is decisive (a user module traced at one
+size only, axes that do not scale cleanly, windows folded into the batch axis), the
+layout is ``"unknown"`` with a reason saying what was seen. This module imports
+without torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
 
-__all__ = ["MAP", "MAP_LAST", "TOKENS", "UNKNOWN", "VECTOR", "Layout", "layout_of_shape"]
+__all__ = [
+    "LAYOUT_KINDS",
+    "MAP",
+    "MAP_LAST",
+    "TOKENS",
+    "UNKNOWN",
+    "VECTOR",
+    "Layout",
+    "LayoutHints",
+    "collect_hints",
+    "copy_at_size",
+    "infer_layout",
+    "infer_layouts",
+    "probe_sizes",
+]
 
 MAP = "map"
 MAP_LAST = "map_last"
 TOKENS = "tokens"
 VECTOR = "vector"
 UNKNOWN = "unknown"
+LAYOUT_KINDS = (MAP, MAP_LAST, TOKENS, VECTOR, UNKNOWN)
+
+_AXES = {
+    "map": "(C, H, W)",
+    "map_last": "(H, W, C)",
+    "tokens": "(T, C)",
+    "vector": "(D,)",
+}
+
+# Modules whose 4-D output is (N, C, H, W) because of what they compute: they act on
+# dim 1 as channels or on the last two dims as space. Names, so torch is not imported.
+_CHANNEL_FIRST_TYPES = (
+    *("Conv2d", "ConvTranspose2d", "LazyConv2d", "LazyConvTranspose2d"),
+    *("BatchNorm2d", "LazyBatchNorm2d", "InstanceNorm2d", "LazyInstanceNorm2d"),
+    *("GroupNorm", "LocalResponseNorm", "Dropout2d", "PixelShuffle", "PixelUnshuffle"),
+    *("MaxPool2d", "AvgPool2d", "LPPool2d", "FractionalMaxPool2d"),
+    *("AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "UpsamplingNearest2d", "UpsamplingBilinear2d"),
+    *("ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d", "CircularPad2d"),
+)
+
+# Parameters that user-written ViTs commonly name for their prefix tokens.
+_TOKEN_PARAMETERS = ("cls_token", "class_token", "dist_token", "reg_token", "register_tokens")
+_CLASS_PARAMETERS = ("cls_token", "class_token")
 
 
 @dataclass(frozen=True)
 class Layout:
-    """The layout of one layer's output.
+    """The layout of one layer's output for one image.
+
+    It says which axis holds the channels, and for tokens how many prefix tokens come
+    before the patch tokens, so that poolings and widths follow the layer's own axes.
 
     Parameters
     ----------
     kind : {"map", "map_last", "tokens", "vector", "unknown"}
-        Channel-first map ``(C, H, W)``, channel-last map ``(H, W, C)``, token
-        sequence ``(T, C)``, vector ``(D,)``, or not known.
+        ``"map"`` is ``(C, H, W)``, ``"map_last"`` is ``(H, W, C)``, ``"tokens"`` is
+        ``(T, C)``, ``"vector"`` is ``(D,)``.
     prefix_tokens : int, default=0
-        Tokens only: how many tokens (class, distillation, register) come before
-        the patch tokens.
+        Tokens only: how many tokens come before the patch tokens (class,
+        distillation, register tokens).
     class_token : bool, default=False
         Tokens only: whether token 0 is a class token.
     reason : str, default=""
-        Unknown only: what was seen, for the error that refuses to pool it.
+        Unknown only: what was seen and why the layout cannot be known.
+    evidence : str, default=""
+        What decided the layout, for messages; not part of equality.
+
+    See Also
+    --------
+    infer_layout : Decides the layout of one layer.
 
     Examples
     --------
-    >>> Layout("tokens", prefix_tokens=1, class_token=True).describe((197, 768))
-    'tokens (197, 768): 1 prefix token (class token) + 196 patch tokens'
+    >>> from skfeat._layouts import Layout
+    >>> Layout("tokens", prefix_tokens=5, class_token=True).describe()
+    'tokens (T, C), 5 prefix tokens, token 0 the class token'
+    >>> Layout("map_last").channels((7, 7, 768))
+    768
     """
 
     kind: str
     prefix_tokens: int = 0
     class_token: bool = False
     reason: str = ""
+    evidence: str = field(default="", compare=False)
 
-    def channels(self, shape: tuple[int, ...]) -> int:
-        """The number of channels of an output of ``shape`` in this layout."""
-        return shape[0] if self.kind in (MAP, VECTOR) else shape[-1]
-
-    def describe(self, shape: tuple[int, ...]) -> str:
-        """The layout in words, for tables and messages."""
-        if self.kind == TOKENS:
-            prefix = self.prefix_tokens
-            what = " (class token)" if self.class_token else ""
-            plural = "" if prefix == 1 else "s"
-            return (
-                f"tokens {shape}: {prefix} prefix token{plural}{what} + "
-                f"{shape[0] - prefix} patch tokens"
+    def __post_init__(self) -> None:
+        if self.kind not in LAYOUT_KINDS:
+            raise ValueError(f"Layout kind {self.kind!r} is not one of {LAYOUT_KINDS}.")
+        if self.kind != "tokens" and (self.prefix_tokens or self.class_token):
+            raise ValueError(f"A {self.kind!r} layout has no prefix or class tokens.")
+        if self.prefix_tokens < 0 or (self.class_token and self.prefix_tokens < 1):
+            raise ValueError(
+                f"prefix_tokens={self.prefix_tokens!r} with class_token={self.class_token!r}: "
+                "the class token is one of the prefix tokens."
             )
-        words = {MAP: "map (C, H, W)", MAP_LAST: "map (H, W, C)", VECTOR: "vector"}
-        return f"{words.get(self.kind, 'unknown layout')} {shape}"
+        if (self.kind == "unknown") != bool(self.reason):
+            raise ValueError("An unknown layout, and only an unknown one, needs a reason.")
+
+    @property
+    def known(self) -> bool:
+        """Whether the layout is anything but ``"unknown"``."""
+        return self.kind != "unknown"
+
+    def describe(self) -> str:
+        """A short label for layer listings.
+
+        Returns
+        -------
+        label : str
+            For example ``'map (H, W, C)'`` or ``'tokens (T, C), 1 prefix token, token 0
+            the class token'``.
+        """
+        if self.kind == "unknown":
+            return "unknown"
+        label = f"{self.kind.removesuffix('_last')} {_AXES[self.kind]}"
+        if self.kind == "tokens" and self.prefix_tokens:
+            plural = "s" if self.prefix_tokens > 1 else ""
+            label += f", {self.prefix_tokens} prefix token{plural}"
+            if self.class_token:
+                label += ", token 0 the class token"
+        return label
+
+    def channels(self, shape: Sequence[int]) -> int:
+        """The channel width of an output in this layout.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            The output shape for one image, without the batch axis.
+
+        Returns
+        -------
+        channels : int
+            ``C`` of a map or a token sequence, ``D`` of a vector.
+        """
+        if not self.known:
+            raise ValueError(f"An unknown layout has no channel axis: {self.reason}")
+        return int(shape[0] if self.kind in ("map", "vector") else shape[-1])
 
 
-def layout_of_shape(shape: tuple[int, ...]) -> Layout:
-    """The layout that one output shape alone allows: maps ``(C, H, W)`` and vectors.
+@dataclass(frozen=True)
+class LayoutHints:
+    """What a model declares about its layers, as read by :func:`collect_hints`.
 
-    Anything else is unknown: one shape cannot tell channels from positions.
+    Declarations settle what the traced sizes cannot: which extra tokens are prefix
+    tokens and whether the first is a class token, and the layout of a layer seen at
+    one input size only.
+
+    Parameters
+    ----------
+    channel_first : frozenset of str, default=frozenset()
+        Modules whose output is ``(N, C, H, W)`` by their type (``Conv2d`` ...).
+    prefix_tokens : int or None, default=None
+        How many tokens the model puts before its patch tokens, when it says.
+    class_token : bool, default=False
+        Whether the first prefix token is a class token.
+    patch_grid : tuple of int or None, default=None
+        The patch grid ``(rows, columns)`` at the traced reference size.
+    stages : mapping of str to tuple of int, default={}
+        Stage module to ``(channels, reduction)``, from timm's ``feature_info``.
+    stage_format : {"NCHW", "NHWC"} or None, default=None
+        The axis order the model declares for its stage outputs (timm ``output_fmt``).
+    source : str, default=""
+        Where the token declarations come from, for messages.
+
+    See Also
+    --------
+    collect_hints : Reads these from a module.
 
     Examples
     --------
-    >>> layout_of_shape((512, 7, 7)).kind, layout_of_shape((512,)).kind
-    ('map', 'vector')
-    >>> layout_of_shape((197, 768)).kind
-    'unknown'
+    >>> from skfeat._layouts import LayoutHints
+    >>> LayoutHints(prefix_tokens=5, class_token=True).prefix_tokens
+    5
     """
-    if len(shape) == 3:
-        return Layout(MAP)
-    if len(shape) == 1:
-        return Layout(VECTOR)
-    return Layout(
-        UNKNOWN,
-        reason=f"an output of shape {shape}, which is neither a map (C, H, W) nor a vector (D,)",
+
+    channel_first: frozenset[str] = frozenset()
+    prefix_tokens: int | None = None
+    class_token: bool = False
+    patch_grid: tuple[int, int] | None = None
+    stages: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    stage_format: str | None = None
+    source: str = ""
+
+
+def probe_sizes(reference: int) -> tuple[int, int, int]:
+    """Input sides to trace at: the reference side and its double and triple.
+
+    Multiples keep every divisibility a model needs (patch sizes, window partitions),
+    and three sides tell apart the small axes that two cannot (a fixed axis of 2 from
+    a spatial one, a one-patch grid from a short sequence).
+
+    Parameters
+    ----------
+    reference : int
+        The side the features are read at (the preprocessing crop).
+
+    Returns
+    -------
+    sides : tuple of int
+        ``reference``, ``2 * reference`` and ``3 * reference``.
+
+    See Also
+    --------
+    infer_layouts : Reads the layouts from the traces at these sides.
+
+    Examples
+    --------
+    >>> from skfeat._layouts import probe_sizes
+    >>> probe_sizes(518)
+    (518, 1036, 1554)
+    """
+    return reference, 2 * reference, 3 * reference
+
+
+def infer_layouts(
+    traces: Mapping[int, Mapping[str, tuple[int, ...]]],
+    *,
+    reference: int,
+    batch: int = 1,
+    hints: LayoutHints | None = None,
+) -> dict[str, Layout]:
+    """The layout of every layer traced at the ``reference`` input side.
+
+    Each layer is judged by :func:`infer_layout` on the sides where it was seen,
+    together with what the model declares.
+
+    Parameters
+    ----------
+    traces : mapping of int to mapping of str to tuple of int
+        Input side to ``{layer: output shape}``, each shape with its batch axis, as
+        recorded by a forward pass on a ``(batch, 3, side, side)`` input. Sides where
+        the forward failed are left out; a layer missing at some side is judged on
+        the sides where it was seen.
+    reference : int
+        The side the features are read at; its trace gives the layers.
+    batch : int, default=1
+        The batch size of the traces. Use 2: with 1, an output whose first axis is
+        not the batch (windows folded into it, a sequence-first ``(T, N, C)``) goes
+        unseen wherever that axis happens to be 1, and so does one that mixes images.
+    hints : LayoutHints or None, default=None
+        What the model declares (:func:`collect_hints`).
+
+    Returns
+    -------
+    layouts : dict of str to Layout
+        Layer name to layout, in the order of ``traces[reference]``.
+
+    See Also
+    --------
+    probe_sizes : The sides to trace at.
+    collect_hints : What the model declares.
+
+    Examples
+    --------
+    A Swin stage is channel-last: its first two axes grow with the input.
+
+    >>> from skfeat._layouts import infer_layouts
+    >>> traces = {
+    ...     224: {"features.7": (2, 7, 7, 768), "flatten": (2, 768)},
+    ...     448: {"features.7": (2, 14, 14, 768), "flatten": (2, 768)},
+    ...     672: {"features.7": (2, 21, 21, 768), "flatten": (2, 768)},
+    ... }
+    >>> layouts = infer_layouts(traces, reference=224, batch=2)
+    >>> layouts["features.7"].kind, layouts["flatten"].kind
+    ('map_last', 'vector')
+    """
+    if reference not in traces:
+        raise ValueError(f"reference={reference!r} is not one of the traced sides {list(traces)}.")
+    layouts = {}
+    for name in traces[reference]:
+        shapes = {side: trace[name] for side, trace in traces.items() if name in trace}
+        layouts[name] = infer_layout(name, shapes, reference=reference, batch=batch, hints=hints)
+    return layouts
+
+
+def infer_layout(
+    name: str,
+    shapes: Mapping[int, tuple[int, ...]],
+    *,
+    reference: int,
+    batch: int = 1,
+    hints: LayoutHints | None = None,
+) -> Layout:
+    """The layout of one layer, from its output shapes at several input sides.
+
+    A layout is named only when the shapes and the declarations agree on exactly one;
+    otherwise the layout is ``"unknown"`` and its reason says what was seen.
+
+    Parameters
+    ----------
+    name : str
+        The layer's module name, for messages and for the module-type hints.
+    shapes : mapping of int to tuple of int
+        Input side to output shape, with the batch axis.
+    reference : int
+        The side the features are read at; it must be in ``shapes``.
+    batch : int, default=1
+        The batch size of the traces.
+    hints : LayoutHints or None, default=None
+        What the model declares (:func:`collect_hints`).
+
+    Returns
+    -------
+    layout : Layout
+        ``"unknown"``, with a reason, unless the shapes and the declarations agree on
+        exactly one layout.
+
+    See Also
+    --------
+    infer_layouts : The same for every traced layer.
+
+    Examples
+    --------
+    A ViT block, traced at 224 and 448 px: ``197 = 1 + 14 * 14`` and ``785 = 1 + 28 * 28``
+    tokens, and the model declares one prefix token, its class token.
+
+    >>> from skfeat._layouts import LayoutHints, infer_layout
+    >>> hints = LayoutHints(prefix_tokens=1, class_token=True)
+    >>> infer_layout("blocks.11", {224: (1, 197, 768), 448: (1, 785, 768)},
+    ...              reference=224, hints=hints)
+    Layout(kind='tokens', prefix_tokens=1, class_token=True, reason='', evidence=...)
+
+    The same output seen at one size only, from a module that declares nothing:
+
+    >>> layout = infer_layout("block", {224: (1, 197, 768)}, reference=224)
+    >>> layout.kind
+    'unknown'
+    >>> print(layout.reason)
+    output (197, 768) per image at 224 px, traced at that size only, and the model declares
+    no token or patch-grid layout that explains it
+    """
+    if reference not in shapes:
+        raise ValueError(f"reference={reference!r} is not one of the traced sides {list(shapes)}.")
+    hints = hints if hints is not None else LayoutHints()
+    sides = sorted(shapes)
+    seen = _seen({side: shapes[side][1:] for side in sides})
+    folded = [side for side in sides if not shapes[side] or shapes[side][0] != batch]
+    if folded:
+        side = folded[0]
+        return _unknown(
+            f"output {shapes[side]} at {side} px for a batch of {batch}: its first axis is not "
+            "the batch, so its rows are not images (windows or heads folded into the batch "
+            "axis, or a sequence-first layout)"
+        )
+    per_image = {side: tuple(shapes[side][1:]) for side in sides}
+    ranks = {len(shape) for shape in per_image.values()}
+    if len(ranks) > 1:
+        return _unknown(f"output {seen}: its number of axes changes with the input size")
+    rank = ranks.pop()
+    if rank == 1:
+        return Layout("vector", evidence=f"one axis per image: {seen}")
+    if rank not in (2, 3):
+        return _unknown(
+            f"output {seen}: {rank} axes per image, where maps have 3, tokens 2 and vectors 1"
+        )
+    fit = _geometry(per_image)
+    if rank == 2:
+        return _tokens(per_image[reference], reference, fit, hints, seen)
+    return _map(name, per_image[reference], reference, fit, hints, seen)
+
+
+def collect_hints(module: Any) -> LayoutHints:
+    """Read what ``module`` declares about its layouts.
+
+    Only the module's own types and attributes are read; nothing runs.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network as traced (on any device, ``meta`` included).
+
+    Returns
+    -------
+    hints : LayoutHints
+        Module types that fix ``(N, C, H, W)``; prefix tokens, class token and patch
+        grid of timm and torchvision ViTs (or of a module with ``cls_token``-style
+        parameters); timm's stage channels, reductions and output format.
+
+    See Also
+    --------
+    infer_layouts : Uses these declarations.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torchvision.models import vit_b_16
+    >>> from skfeat._layouts import collect_hints
+    >>> with torch.device("meta"):
+    ...     hints = collect_hints(vit_b_16())
+    >>> hints.prefix_tokens, hints.class_token, hints.patch_grid, "conv_proj" in hints.channel_first
+    (1, True, (14, 14), True)
+    """
+    import torch
+
+    types = tuple(
+        getattr(torch.nn, name) for name in _CHANNEL_FIRST_TYPES if hasattr(torch.nn, name)
     )
+    channel_first = frozenset(
+        name for name, sub in module.named_modules() if name and isinstance(sub, types)
+    )
+    prefix, class_token, grid, source = _token_declaration(module)
+    stages, stage_format = _stage_declaration(module)
+    return LayoutHints(
+        channel_first=channel_first,
+        prefix_tokens=prefix,
+        class_token=class_token,
+        patch_grid=grid,
+        stages=stages,
+        stage_format=stage_format,
+        source=source,
+    )
+
+
+def copy_at_size(module: Any, side: int) -> Any | None:
+    """A copy of ``module`` set to take ``side`` x ``side`` inputs, through its own API.
+
+    timm's ViTs, EVA, BEiT, Swin and MaxViT refuse another input size unless told, and
+    tell through ``set_input_size``, which rescales their position embeddings and
+    windows without changing any module name. Other modules are returned as None:
+    trace the module itself at ``side`` (CNNs take any size) and skip the side when
+    that fails.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Best on the ``meta`` device, where the copy costs no memory.
+    side : int
+        The input side.
+
+    Returns
+    -------
+    copy : torch.nn.Module or None
+        The resized copy, or None when the module has no ``set_input_size`` or it fails.
+
+    See Also
+    --------
+    probe_sizes : The sides to trace at.
+
+    Examples
+    --------
+    >>> import timm, torch
+    >>> from skfeat._layouts import copy_at_size
+    >>> with torch.device("meta"):
+    ...     vit = timm.create_model("test_vit", pretrained=False)
+    ...     print(copy_at_size(vit, 320).patch_embed.grid_size)
+    (20, 20)
+    """
+    import copy
+
+    targets = _outermost(module, lambda sub: callable(getattr(sub, "set_input_size", None)))
+    if not targets:
+        return None
+    clone = copy.deepcopy(module)
+    submodules = dict(clone.named_modules())
+    try:
+        for path, _ in targets:  # a wrapper around a timm model: resize the model inside
+            submodules[path].set_input_size(img_size=(side, side))
+    except Exception:  # an unusual configuration: the caller falls back to the module itself
+        return None
+    return clone
+
+
+# --- geometry ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """How one axis behaves across the traced sides."""
+
+    values: tuple[int, ...]
+    fixed: bool  # the same at every side: a channel (or an adaptively pooled) axis
+    spatial: bool  # within rounding of side / stride at every side
+    extras: frozenset[int]  # p such that value = p + g*g with g spatial and growing
+
+    def describe(self) -> str:
+        if self.fixed:
+            return f"stays {self.values[0]}"
+        if self.spatial and not self.extras:
+            return f"grows with the input ({_join(self.values)})"
+        if self.extras and not self.spatial:
+            return f"grows like a patch count ({_join(self.values)})"
+        if self.extras:
+            return f"grows either way ({_join(self.values)})"
+        return f"changes but not in step with the input ({_join(self.values)})"
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What the traced sizes say about one layer: which layouts fit, and why."""
+
+    fits: tuple[str, ...]
+    axes: tuple[_Axis, ...]
+    extras: int | None = None  # tokens: the extra tokens besides the patch grid
+    grid: int = 0
+    why: str = ""
+
+
+def _geometry(per_image: Mapping[int, tuple[int, ...]]) -> _Fit | None:
+    """Which layouts the shapes at several sides allow, or None from one side only."""
+    sides = sorted(per_image)
+    if len(sides) < 2:
+        return None
+    rank = len(per_image[sides[0]])
+    axes = tuple(_axis(tuple(per_image[side][i] for side in sides), sides) for i in range(rank))
+    described = "; ".join(f"axis {i} {axis.describe()}" for i, axis in enumerate(axes))
+    if rank == 2:
+        count, width = axes
+        if not (width.fixed and count.extras):
+            return _Fit((), axes, why=described)
+        if len(count.extras) > 1 or count.spatial:
+            return _Fit(
+                (),
+                axes,
+                why=f"{described}: the token count fits more than one split into extra "
+                "tokens and a patch grid, or a 1-D sequence; more input sizes would tell",
+            )
+        extras = next(iter(count.extras))
+        return _Fit(("tokens",), axes, extras=extras, grid=math.isqrt(count.values[0] - extras))
+    first, second, last = axes
+    fits = tuple(
+        kind
+        for kind, ok in (
+            ("map", first.fixed and _same_rate(second, last, sides)),
+            ("map_last", _same_rate(first, second, sides) and last.fixed),
+        )
+        if ok
+    )
+    if len(fits) > 1:
+        described += ": both a map (C, H, W) and a channel-last map (H, W, C) fit"
+    return _Fit(fits, axes, why=described)
+
+
+def _axis(values: tuple[int, ...], sides: Sequence[int]) -> _Axis:
+    fixed = len(set(values)) == 1
+    return _Axis(values, fixed, _spatial(values, sides), _token_extras(values, sides))
+
+
+def _same_rate(height: _Axis, width: _Axis, sides: Sequence[int]) -> bool:
+    """Whether two axes are the rows and columns of one map: spatial, at one rate.
+
+    A square input gives a square map (or one collapsed to 1 x 1), so a one-row axis
+    beside a growing one is not taken for space.
+    """
+    return _spatial(height.values + width.values, [*sides, *sides])
+
+
+def _spatial(values: Sequence[int], sides: Sequence[int]) -> bool:
+    """Whether some rate q puts every value within 1 of q * side (strided rounding)."""
+    if min(values) < 1:
+        return False
+    low, high = Fraction(0), None
+    for value, side in zip(values, sides, strict=True):
+        low = max(low, Fraction(value - 1, side))
+        upper = Fraction(value + 1, side)
+        high = upper if high is None else min(high, upper)
+    return high is not None and low < high
+
+
+def _token_extras(values: Sequence[int], sides: Sequence[int]) -> frozenset[int]:
+    """Every p with ``value = p + g * g`` at each side, ``g`` spatial and growing."""
+    found = set()
+    for root in range(1, math.isqrt(values[0]) + 1):
+        extras = values[0] - root * root
+        grids = []
+        for value in values:
+            cells = value - extras
+            grid = math.isqrt(cells) if cells > 0 else 0
+            if grid < 1 or grid * grid != cells:
+                break
+            grids.append(grid)
+        else:
+            if len(set(grids)) == len(grids) and _spatial(grids, sides):
+                found.add(extras)
+    return frozenset(found)
+
+
+# --- decisions -----------------------------------------------------------------------
+
+
+def _tokens(
+    shape: tuple[int, ...], side: int, fit: _Fit | None, hints: LayoutHints, seen: str
+) -> Layout:
+    count = shape[0]
+    declared = hints.prefix_tokens
+    if fit is None:
+        if hints.patch_grid is not None:
+            cells = hints.patch_grid[0] * hints.patch_grid[1]
+            grid = "x".join(map(str, hints.patch_grid))
+            if count == cells:
+                return Layout("tokens", evidence=f"{count} tokens = the {grid} patch grid")
+            if declared and count == cells + declared:
+                return Layout(
+                    "tokens",
+                    prefix_tokens=declared,
+                    class_token=hints.class_token,
+                    evidence=f"{count} tokens = {declared} declared by {hints.source} + the "
+                    f"{grid} patch grid",
+                )
+        return _unknown(
+            f"output {seen}, traced at that size only, and the model declares no token or "
+            "patch-grid layout that explains it"
+        )
+    if "tokens" not in fit.fits:
+        return _unknown(f"output {seen}: {fit.why}; a token sequence (T, C) has T = p + g*g")
+    grid = f"{fit.grid}x{fit.grid}"
+    if fit.extras == 0:
+        return Layout("tokens", evidence=f"{count} tokens = a {grid} patch grid")
+    if declared != fit.extras:
+        says = (
+            f"{hints.source} declares {declared} prefix tokens"
+            if declared is not None
+            else "the model declares none"
+        )
+        return _unknown(
+            f"output {seen}: {fit.extras} tokens besides a {grid} patch grid, but {says}, so "
+            "where they sit and what they are is not known"
+        )
+    return Layout(
+        "tokens",
+        prefix_tokens=declared,
+        class_token=hints.class_token,
+        evidence=f"{count} tokens = {declared} declared by {hints.source} + a {grid} patch grid",
+    )
+
+
+def _map(
+    name: str,
+    shape: tuple[int, ...],
+    side: int,
+    fit: _Fit | None,
+    hints: LayoutHints,
+    seen: str,
+) -> Layout:
+    fits = fit.fits if fit is not None else ()
+    if name in hints.channel_first:
+        # The module's type fixes (N, C, H, W); it decides what sizes alone cannot
+        # (an adaptive pool's fixed 7x7) unless they clearly say otherwise.
+        if fits and "map" not in fits:
+            return _unknown(
+                f"output {seen}: the module's type gives (C, H, W), but the sizes fit "
+                f"{fits[0]!r} ({fit.why if fit else ''})"
+            )
+        return Layout("map", evidence="the module's type computes (N, C, H, W)")
+    if len(fits) == 1:
+        return Layout(fits[0], evidence=f"sizes seen: {seen}")
+    if fit is not None:
+        return _unknown(
+            f"output {seen}: {fit.why}; a map has two axes that grow with the input and one "
+            "that stays (C, H, W or H, W, C)"
+        )
+    declared = _declared_map(name, shape, side, hints)
+    if declared is not None:
+        return declared
+    return _unknown(
+        f"output {seen}, traced at that size only, and the model declares nothing that says "
+        "which axis holds the channels"
+    )
+
+
+def _declared_map(
+    name: str, shape: tuple[int, ...], side: int, hints: LayoutHints
+) -> Layout | None:
+    """A map layout from timm's stage declarations or the patch grid, at one size."""
+    if name in hints.stages:
+        channels, reduction = hints.stages[name]
+        spatial = {k for k in range(3) if abs(shape[k] - side / reduction) < 1}
+        orders = [
+            kind
+            for kind, channel_axis in (("map", 0), ("map_last", 2))
+            if shape[channel_axis] == channels and spatial >= {0, 1, 2} - {channel_axis}
+        ]
+        declared = {"NCHW": "map", "NHWC": "map_last"}.get(hints.stage_format or "")
+        if len(orders) == 1 and declared in (None, orders[0]):
+            return Layout(
+                orders[0],
+                evidence=f"stage of {channels} channels at stride {reduction}, as the model "
+                "declares",
+            )
+    if hints.patch_grid is not None:
+        grid = tuple(hints.patch_grid)
+        orders = [
+            kind
+            for kind, spatial in (("map", shape[1:]), ("map_last", shape[:2]))
+            if spatial == grid
+        ]
+        if len(orders) == 1:
+            return Layout(orders[0], evidence=f"two axes are the declared {grid} patch grid")
+    return None
+
+
+def _token_declaration(module: Any) -> tuple[int | None, bool, tuple[int, int] | None, str]:
+    """Prefix tokens, class token, patch grid and where they were read.
+
+    The declaring module may sit inside a wrapper (``nn.Sequential(vit)``, a user's
+    ``self.backbone``). Declarations inside it are its parts (EVA's attention blocks
+    repeat ``num_prefix_tokens``); two separate declaring modules leave it unknown.
+    """
+    found = _outermost(module, lambda sub: _own_token_declaration(sub) is not None)
+    declared = _own_token_declaration(found[0][1]) if len(found) == 1 else None
+    if declared is None:
+        return None, False, None, ""
+    prefix, has_class, grid, source = declared
+    path = found[0][0]
+    return prefix, has_class, grid, source + (f" (in {path!r})" if path else "")
+
+
+def _outermost(module: Any, declares: Any) -> list[tuple[str, Any]]:
+    """The submodules (the module included) for which ``declares`` holds, none inside another."""
+    found: list[tuple[str, Any]] = []
+    for path, sub in module.named_modules():
+        if any(outer == "" or path.startswith(outer + ".") for outer, _ in found):
+            continue
+        if declares(sub):
+            found.append((path, sub))
+    return found
+
+
+def _own_token_declaration(
+    module: Any,
+) -> tuple[int, bool, tuple[int, int] | None, str] | None:
+    grid = getattr(getattr(module, "patch_embed", None), "grid_size", None)
+    grid = tuple(int(g) for g in grid) if isinstance(grid, (tuple, list)) and grid else None
+    prefix = getattr(module, "num_prefix_tokens", None)
+    if isinstance(prefix, int) and not isinstance(prefix, bool):
+        has_class = getattr(module, "has_class_token", None)
+        if not isinstance(has_class, bool):
+            has_class = getattr(module, "cls_token", None) is not None
+        return prefix, has_class and prefix > 0, grid, "timm's num_prefix_tokens"
+    seq_length = getattr(module, "seq_length", None)
+    image_size = getattr(module, "image_size", None)
+    patch_size = getattr(module, "patch_size", None)
+    if (
+        getattr(module, "class_token", None) is not None
+        and all(isinstance(v, int) for v in (seq_length, image_size, patch_size))
+        and (image_size // patch_size) ** 2 + 1 == seq_length
+    ):
+        side = image_size // patch_size
+        return 1, True, (side, side), "torchvision's class_token"
+    counts = {
+        name: int(param.shape[1])
+        for name in _TOKEN_PARAMETERS
+        if (param := getattr(module, name, None)) is not None
+        and getattr(param, "ndim", 0) == 3
+        and param.shape[0] == 1
+    }
+    if counts:
+        names = " and ".join(counts)
+        has_class = any(name in counts for name in _CLASS_PARAMETERS)
+        return sum(counts.values()), has_class, grid, f"the module's {names}"
+    return None
+
+
+def _stage_declaration(module: Any) -> tuple[dict[str, tuple[int, int]], str | None]:
+    """timm's ``feature_info`` stages and ``output_fmt``, named as in ``module``."""
+    found = _outermost(module, lambda sub: isinstance(getattr(sub, "feature_info", None), list))
+    if len(found) != 1:
+        return {}, None
+    path, owner = found[0]
+    prefix = f"{path}." if path else ""
+    stages = {}
+    for entry in owner.feature_info:
+        if isinstance(entry, dict) and {"module", "num_chs", "reduction"} <= entry.keys():
+            name = prefix + str(entry["module"])
+            stages[name] = (int(entry["num_chs"]), int(entry["reduction"]))
+    fmt = getattr(owner, "output_fmt", None)
+    fmt = str(getattr(fmt, "value", fmt)) if fmt is not None else None
+    return stages, fmt if fmt in ("NCHW", "NHWC") else None
+
+
+def _unknown(reason: str) -> Layout:
+    return Layout("unknown", reason=reason)
+
+
+def _seen(per_image: Mapping[int, tuple[int, ...]]) -> str:
+    parts = [f"{shape} at {side} px" for side, shape in per_image.items()]
+    first, *rest = parts
+    return first.replace(" at ", " per image at ", 1) + "".join(f", {part}" for part in rest)
+
+
+def _join(values: Sequence[int]) -> str:
+    return ", ".join(map(str, values))

@@ -257,14 +257,15 @@ def _refusal(pooling: Pooling, layer: LayerLike) -> str | None:
                 what = "does not apply to this layout"
             return (
                 f"pooling={pooling.name!r} {what}, but layer {layer.name!r} is a "
-                f"{layout.describe(shape)}. Use pooling='avg' or 'gem', or pick a token layer "
+                f"{layout.describe()} of shape {shape}. Use pooling='avg' or 'gem', or pick a "
+                "token layer "
                 "of a vision transformer (see skfeat.list_layers)."
             )
         if part.needs_class_token and not layout.class_token:
             prefix = layout.prefix_tokens
             return (
                 f"pooling={pooling.name!r} reads the class token, but layer {layer.name!r} has "
-                f"none ({layout.describe(shape)}). Use pooling='avg' (the mean of the patch "
+                f"none (a {layout.describe()}). Use pooling='avg' (the mean of the patch "
                 "tokens) or 'gem'"
                 + (", or 'flatten' to keep the prefix tokens too." if prefix else ".")
             )

@@ -81,12 +81,34 @@ class Backend(ABC):
         """
         return None
 
-    def tracing_module(self, device: str) -> torch.nn.Module:
-        """The architecture to trace, built on ``device`` (``"meta"``: no memory)."""
+    @property
+    def penultimate_module(self) -> str | None:
+        """A module whose output is the pooled embedding, or None.
+
+        None: ``"penultimate"`` is the input of the network's final linear layer.
+        """
+        return None
+
+    def tracing_module(self, device: str, side: int | None = None) -> Any:
+        """The architecture to trace, built on ``device`` (``"meta"``: no memory).
+
+        With ``side``, a copy built for ``side`` x ``side`` inputs when the source
+        needs one (a torchvision ViT fixes its input size), or None when the same
+        module serves any size or resizes itself.
+        """
+        if side is not None:
+            return None
         import torch
 
         with torch.device(device):
-            return self.build()
+            return self.readable(self.build())
+
+    def readable(self, module: Any) -> Any:
+        """``module`` made ready to be read by layer name; a source may add to it.
+
+        Called on every module skfeat traces or loads. The default changes nothing.
+        """
+        return module
 
     def weights_fingerprint(self) -> str:
         """A string that changes whenever the weights do."""
@@ -107,10 +129,12 @@ class Backend(ABC):
         Returns the module and whether the head's weights were loaded.
         """
         if self.weights is None:
-            return self.build().eval(), True
-        if is_weights_path(self.weights):
-            return self.load_file(self.weights, head)
-        return self.load_named().eval(), True
+            module, head_loaded = self.build(), True
+        elif is_weights_path(self.weights):
+            module, head_loaded = self.load_file(self.weights, head)
+        else:
+            module, head_loaded = self.load_named(), True
+        return self.readable(module).eval(), head_loaded
 
     def load_file(self, path: str | os.PathLike[str], head: str | None) -> tuple[Any, bool]:
         """The architecture with a state_dict file's weights."""

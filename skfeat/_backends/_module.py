@@ -50,8 +50,8 @@ class ModuleBackend(Backend):
     def owner(self) -> Any:
         return self.module
 
-    def tracing_module(self, device: str) -> Any:
-        return copy.deepcopy(self.module).to(device)
+    def tracing_module(self, device: str, side: int | None = None) -> Any:
+        return None if side is not None else copy.deepcopy(self.module).to(device)
 
     def weights_fingerprint(self) -> str:
         if is_weights_path(self.weights):

@@ -18,7 +18,10 @@ from skfeat._preprocess import DataConfig
 from skfeat._validation import did_you_mean
 from skfeat.exceptions import UnknownModelError, WeightsUnavailableError
 
-__all__ = ["LiteBackend", "TimmBackend", "list_timm_models"]
+__all__ = ["PRE_LOGITS", "LiteBackend", "TimmBackend", "list_timm_models", "with_pre_logits"]
+
+# The module added to a timm model whose output is timm's own pre-logits embedding.
+PRE_LOGITS = "skfeat_pre_logits"
 
 
 def _timm(purpose: str) -> Any:
@@ -44,6 +47,7 @@ class TimmBackend(Backend):
 
     source = "timm"
     architecture_name: str = ""
+    penultimate_module = PRE_LOGITS
 
     @property
     def architecture(self) -> str:
@@ -73,6 +77,9 @@ class TimmBackend(Backend):
     def build(self) -> Any:
         timm = _timm(f"model='timm:{self.name}'")
         return seeded_init(lambda: timm.create_model(self.architecture, pretrained=False))
+
+    def readable(self, module: Any) -> Any:
+        return with_pre_logits(module)
 
     def load_named(self) -> Any:
         timm = _timm(f"model='timm:{self.name}'")
@@ -153,6 +160,37 @@ class LiteBackend(TimmBackend):
 
     def data_config(self) -> DataConfig:
         return DataConfig(256, 224, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def with_pre_logits(model: Any) -> Any:
+    """Give a timm model a module whose output is its pre-logits: ``"penultimate"``.
+
+    timm defines a model's embedding as ``forward_head(forward_features(x),
+    pre_logits=True)``: the class token, or the mean of the patch tokens, or the
+    pooled map, with the model's own final norm, and for distilled DeiT the mean of
+    the class and distillation tokens. The forward pass is rewritten, on this module
+    only, to pass that embedding through an ``Identity`` named :data:`PRE_LOGITS`
+    before the classifier, so a hook reads it exactly; the logits are unchanged.
+    Module names and weights stay as they are.
+    """
+    import types
+
+    from torch import nn
+
+    if hasattr(model, PRE_LOGITS):
+        return model
+    model.add_module(PRE_LOGITS, nn.Identity())
+
+    def forward(self: Any, x: Any) -> Any:
+        features = self.forward_features(x)
+        embedding = getattr(self, PRE_LOGITS)(self.forward_head(features, pre_logits=True))
+        classifier = self.get_classifier()
+        if isinstance(classifier, nn.Module):
+            return classifier(embedding)
+        return self.forward_head(features)  # several heads (distilled DeiT): timm's own
+
+    model.forward = types.MethodType(forward, model)
+    return model
 
 
 def rename_in_order(source: dict[str, Any], target: dict[str, Any], origin: str) -> dict[str, Any]:

@@ -15,6 +15,12 @@ from skfeat.exceptions import UnknownModelError, WeightsUnavailableError
 
 __all__ = ["TorchvisionBackend", "list_torchvision_models"]
 
+# The builder option that sets the input size, for the models that fix it when built.
+_SIZE_OPTIONS = {
+    "vit_": lambda side: {"image_size": side},
+    "maxvit_": lambda side: {"input_size": (side, side)},
+}
+
 
 def list_torchvision_models() -> list[str]:
     """Names of torchvision's image classification models."""
@@ -58,10 +64,20 @@ class TorchvisionBackend(Backend):
             )
         return enum[tag]
 
-    def build(self) -> Any:
+    def build(self, **options: Any) -> Any:
         from torchvision.models import get_model
 
-        return seeded_init(lambda: get_model(self.name, weights=None))
+        return seeded_init(lambda: get_model(self.name, weights=None, **options))
+
+    def tracing_module(self, device: str, side: int | None = None) -> Any:
+        # torchvision's ViT and MaxViT fix their input size when built; others take any.
+        option = next((v for k, v in _SIZE_OPTIONS.items() if self.name.startswith(k)), None)
+        if side is None or option is None:
+            return super().tracing_module(device, side)
+        import torch
+
+        with torch.device(device):
+            return self.build(**option(side))
 
     def load_named(self) -> Any:
         member = self.weights_member()
