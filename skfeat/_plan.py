@@ -127,7 +127,7 @@ def cache_stages(traced: Architecture) -> tuple[LayerInfo, ...]:
     ResNet), and the children of a top-level container whose children span several
     resolutions (``blocks.N`` of a timm EfficientNet, ``features.N`` of torchvision's
     MobileNet, EfficientNet, ConvNeXt and Swin). For tokens: the blocks of a vision
-    transformer (the children of a module with several token outputs of one shape:
+    transformer (numbered blocks of one module, with token outputs of one shape:
     timm ``blocks.N``, torchvision ``encoder.layers.encoder_layer_N``) and the last
     token output after them (timm ``norm``, torchvision ``encoder.ln``). And
     ``"penultimate"``.
@@ -136,15 +136,16 @@ def cache_stages(traced: Architecture) -> tuple[LayerInfo, ...]:
     maps = {n: info for n, info in layers.items() if info.layout.kind in (MAP, MAP_LAST)}
     tokens = {n: info for n, info in layers.items() if info.layout.kind == TOKENS}
     chosen = {name for name in maps if "." not in name}
-    for parent in list(chosen):
+    for parent in {name.partition(".")[0] for name in maps}:  # a ModuleList has no output
         children = _children(parent, maps)
         if len({_resolution(maps[name]) for name in children}) >= 2:
             chosen.update(children)
     blocks: set[str] = set()
     for parent in {name.rpartition(".")[0] for name in tokens}:
-        children = _children(parent, tokens)
-        if len(children) >= 2 and len({tokens[name].shape for name in children}) == 1:
-            blocks.update(children)
+        for run in _numbered_runs(_children(parent, tokens)):
+            containers = all(any(n.startswith(name + ".") for n in layers) for name in run)
+            if len(run) >= 2 and containers and len({tokens[name].shape for name in run}) == 1:
+                blocks.update(run)
     if blocks:
         last_block = max(layers[name].order for name in blocks)
         after = [
@@ -163,6 +164,21 @@ def cache_stages(traced: Architecture) -> tuple[LayerInfo, ...]:
 def _children(parent: str, layers: dict[str, LayerInfo]) -> list[str]:
     prefix = parent + "." if parent else ""
     return [n for n in layers if n.startswith(prefix) and "." not in n[len(prefix) :]]
+
+
+def _numbered_runs(names: list[str]) -> list[list[str]]:
+    """Names numbered in sequence: ``blocks.0``, ``blocks.1`` or ``encoder_layer_1``.
+
+    ``norm1`` and ``norm2`` are two parts of one block, not a sequence; the caller
+    also keeps only runs of modules that contain others (blocks, not ``ln_1``).
+    """
+    runs: dict[str, list[str]] = {}
+    for name in names:
+        last = name.rpartition(".")[2]
+        stem = last.rstrip("0123456789")
+        if stem != last and (stem == "" or stem.endswith("_")):
+            runs.setdefault(stem, []).append(name)
+    return list(runs.values())
 
 
 def _resolution(layer: LayerInfo) -> tuple[int, ...]:

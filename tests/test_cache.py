@@ -541,6 +541,41 @@ def test_cache_layers_are_the_usual_stages(tiny_model, random_images):
     assert [f"features.{i}" for i in range(19)] == [n for n in names if n.startswith("features.")]
 
 
+def test_the_usual_stages_of_vision_transformers(random_images):
+    def stages(model):
+        plan = PretrainedCNNFeaturizer(model, weights=None, cache=True).fit(random_images)._plan
+        return [info.name for info in plan.stages]
+
+    blocks = [f"blocks.{i}" for i in range(12)]
+    assert stages("timm:deit_tiny_distilled_patch16_224") == [*blocks, "norm", "penultimate"]
+    layers = [f"encoder.layers.encoder_layer_{i}" for i in range(12)]
+    assert stages("vit_b_16") == ["conv_proj", *layers, "encoder.ln", "penultimate"]
+    swin = stages("swin_t")
+    assert [f"features.{i}" for i in range(8)] == [n for n in swin if n.startswith("features.")]
+
+
+def test_vit_grid_over_blocks_and_token_poolings_runs_once_per_image(monkeypatch):
+    import skfeat._runtime._engine as engine
+
+    seen = []
+    real = engine.extract
+
+    def counted(module, batch, reads):
+        seen.append(batch.shape[0])
+        return real(module, batch, reads)
+
+    monkeypatch.setattr(engine, "extract", counted)
+    images, labels = _grid_data(24)
+    featurizer = PretrainedCNNFeaturizer(
+        "timm:test_vit", weights=None, cache=ActivationCache(), n_jobs=1, batch_size=8
+    )
+    pipe = Pipeline([("features", featurizer), ("clf", LogisticRegression(max_iter=200))])
+    blocks = [f"blocks.{i}" for i in range(6)]
+    grid = {"features__layer": [*blocks, "norm"], "features__pooling": ["cls", "avg", "clsavg"]}
+    GridSearchCV(pipe, grid, cv=3).fit(images, labels)
+    assert sum(seen) == len(images)  # 21 candidates x 3 folds + refit: one pass per image
+
+
 def _architecture_of(featurizer):
     return architecture(featurizer._plan.backend, featurizer.data_config_.crop_size)
 
