@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from skfeat._layouts import VECTOR, Layout, collect_hints, copy_at_size, infer_layouts, probe_sizes
+from skfeat._declarations import collect_hints, copy_at_size
+from skfeat._layouts import VECTOR, Layout, infer_layouts, probe_sizes
 from skfeat._pooling import PoolingSpec, list_poolings, pooled_width
 from skfeat._validation import did_you_mean, parameter_error
 from skfeat.exceptions import InvalidParameterError, UnknownLayerError

@@ -12,7 +12,8 @@ The layout is read from what the model is, never guessed from one shape:
   (``T = p + g * g`` for a ``g`` x ``g`` patch grid and ``p`` extra tokens); channel axes
   stay put. A map, a channel-last map or a token sequence is named only when exactly
   one of them fits every size seen.
-- **Declarations.** What the model says about itself (:func:`collect_hints`): the
+- **Declarations.** What the model says about itself
+  (:func:`skfeat._declarations.collect_hints`): the
   module types that produce ``(N, C, H, W)`` by definition (``Conv2d``, ``BatchNorm2d``,
   2-D pools ...), timm's ``num_prefix_tokens`` / ``has_class_token`` /
   ``patch_embed.grid_size`` / ``feature_info`` / ``output_fmt``, torchvision ViT's
@@ -32,7 +33,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
 
 __all__ = [
     "LAYOUT_KINDS",
@@ -43,8 +43,6 @@ __all__ = [
     "VECTOR",
     "Layout",
     "LayoutHints",
-    "collect_hints",
-    "copy_at_size",
     "infer_layout",
     "infer_layouts",
     "probe_sizes",
@@ -63,21 +61,6 @@ _AXES = {
     "tokens": "(T, C)",
     "vector": "(D,)",
 }
-
-# Modules whose 4-D output is (N, C, H, W) because of what they compute: they act on
-# dim 1 as channels or on the last two dims as space. Names, so torch is not imported.
-_CHANNEL_FIRST_TYPES = (
-    *("Conv2d", "ConvTranspose2d", "LazyConv2d", "LazyConvTranspose2d"),
-    *("BatchNorm2d", "LazyBatchNorm2d", "InstanceNorm2d", "LazyInstanceNorm2d"),
-    *("GroupNorm", "LocalResponseNorm", "Dropout2d", "PixelShuffle", "PixelUnshuffle"),
-    *("MaxPool2d", "AvgPool2d", "LPPool2d", "FractionalMaxPool2d"),
-    *("AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "UpsamplingNearest2d", "UpsamplingBilinear2d"),
-    *("ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d", "CircularPad2d"),
-)
-
-# Parameters that user-written ViTs commonly name for their prefix tokens.
-_TOKEN_PARAMETERS = ("cls_token", "class_token", "dist_token", "reg_token", "register_tokens")
-_CLASS_PARAMETERS = ("cls_token", "class_token")
 
 
 @dataclass(frozen=True)
@@ -178,7 +161,8 @@ class Layout:
 
 @dataclass(frozen=True)
 class LayoutHints:
-    """What a model declares about its layers, as read by :func:`collect_hints`.
+    """What a model declares about its layers, as read by
+    :func:`skfeat._declarations.collect_hints`.
 
     Declarations settle what the traced sizes cannot: which extra tokens are prefix
     tokens and whether the first is a class token, and the layout of a layer seen at
@@ -203,7 +187,7 @@ class LayoutHints:
 
     See Also
     --------
-    collect_hints : Reads these from a module.
+    skfeat._declarations.collect_hints : Reads these from a module.
 
     Examples
     --------
@@ -277,7 +261,7 @@ def infer_layouts(
         not the batch (windows folded into it, a sequence-first ``(T, N, C)``) goes
         unseen wherever that axis happens to be 1, and so does one that mixes images.
     hints : LayoutHints or None, default=None
-        What the model declares (:func:`collect_hints`).
+        What the model declares (:func:`skfeat._declarations.collect_hints`).
 
     Returns
     -------
@@ -287,7 +271,7 @@ def infer_layouts(
     See Also
     --------
     probe_sizes : The sides to trace at.
-    collect_hints : What the model declares.
+    skfeat._declarations.collect_hints : What the model declares.
 
     Examples
     --------
@@ -336,7 +320,7 @@ def infer_layout(
     batch : int, default=1
         The batch size of the traces.
     hints : LayoutHints or None, default=None
-        What the model declares (:func:`collect_hints`).
+        What the model declares (:func:`skfeat._declarations.collect_hints`).
 
     Returns
     -------
@@ -396,107 +380,6 @@ def infer_layout(
     if rank == 2:
         return _tokens(per_image[reference], reference, fit, hints, seen)
     return _map(name, per_image[reference], reference, fit, hints, seen)
-
-
-def collect_hints(module: Any) -> LayoutHints:
-    """Read what ``module`` declares about its layouts.
-
-    Only the module's own types and attributes are read; nothing runs.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        The network as traced (on any device, ``meta`` included).
-
-    Returns
-    -------
-    hints : LayoutHints
-        Module types that fix ``(N, C, H, W)``; prefix tokens, class token and patch
-        grid of timm and torchvision ViTs (or of a module with ``cls_token``-style
-        parameters); timm's stage channels, reductions and output format.
-
-    See Also
-    --------
-    infer_layouts : Uses these declarations.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torchvision.models import vit_b_16
-    >>> from skfeat._layouts import collect_hints
-    >>> with torch.device("meta"):
-    ...     hints = collect_hints(vit_b_16())
-    >>> hints.prefix_tokens, hints.class_token, hints.patch_grid, "conv_proj" in hints.channel_first
-    (1, True, (14, 14), True)
-    """
-    import torch
-
-    types = tuple(
-        getattr(torch.nn, name) for name in _CHANNEL_FIRST_TYPES if hasattr(torch.nn, name)
-    )
-    channel_first = frozenset(
-        name for name, sub in module.named_modules() if name and isinstance(sub, types)
-    )
-    prefix, class_token, grid, source = _token_declaration(module)
-    stages, stage_format = _stage_declaration(module)
-    return LayoutHints(
-        channel_first=channel_first,
-        prefix_tokens=prefix,
-        class_token=class_token,
-        patch_grid=grid,
-        stages=stages,
-        stage_format=stage_format,
-        source=source,
-    )
-
-
-def copy_at_size(module: Any, side: int) -> Any | None:
-    """A copy of ``module`` set to take ``side`` x ``side`` inputs, through its own API.
-
-    timm's ViTs, EVA, BEiT, Swin and MaxViT refuse another input size unless told, and
-    tell through ``set_input_size``, which rescales their position embeddings and
-    windows without changing any module name. Other modules are returned as None:
-    trace the module itself at ``side`` (CNNs take any size) and skip the side when
-    that fails.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        Best on the ``meta`` device, where the copy costs no memory.
-    side : int
-        The input side.
-
-    Returns
-    -------
-    copy : torch.nn.Module or None
-        The resized copy, or None when the module has no ``set_input_size`` or it fails.
-
-    See Also
-    --------
-    probe_sizes : The sides to trace at.
-
-    Examples
-    --------
-    >>> import timm, torch
-    >>> from skfeat._layouts import copy_at_size
-    >>> with torch.device("meta"):
-    ...     vit = timm.create_model("test_vit", pretrained=False)
-    ...     print(copy_at_size(vit, 320).patch_embed.grid_size)
-    (20, 20)
-    """
-    import copy
-
-    targets = _outermost(module, lambda sub: callable(getattr(sub, "set_input_size", None)))
-    if not targets:
-        return None
-    clone = copy.deepcopy(module)
-    submodules = dict(clone.named_modules())
-    try:
-        for path, _ in targets:  # a wrapper around a timm model: resize the model inside
-            submodules[path].set_input_size(img_size=(side, side))
-    except Exception:  # an unusual configuration: the caller falls back to the module itself
-        return None
-    return clone
 
 
 # --- geometry ------------------------------------------------------------------------
@@ -725,85 +608,6 @@ def _declared_map(
         if len(orders) == 1:
             return Layout(orders[0], evidence=f"two axes are the declared {grid} patch grid")
     return None
-
-
-def _token_declaration(module: Any) -> tuple[int | None, bool, tuple[int, int] | None, str]:
-    """Prefix tokens, class token, patch grid and where they were read.
-
-    The declaring module may sit inside a wrapper (``nn.Sequential(vit)``, a user's
-    ``self.backbone``). Declarations inside it are its parts (EVA's attention blocks
-    repeat ``num_prefix_tokens``); two separate declaring modules leave it unknown.
-    """
-    found = _outermost(module, lambda sub: _own_token_declaration(sub) is not None)
-    declared = _own_token_declaration(found[0][1]) if len(found) == 1 else None
-    if declared is None:
-        return None, False, None, ""
-    prefix, has_class, grid, source = declared
-    path = found[0][0]
-    return prefix, has_class, grid, source + (f" (in {path!r})" if path else "")
-
-
-def _outermost(module: Any, declares: Any) -> list[tuple[str, Any]]:
-    """The submodules (the module included) for which ``declares`` holds, none inside another."""
-    found: list[tuple[str, Any]] = []
-    for path, sub in module.named_modules():
-        if any(outer == "" or path.startswith(outer + ".") for outer, _ in found):
-            continue
-        if declares(sub):
-            found.append((path, sub))
-    return found
-
-
-def _own_token_declaration(
-    module: Any,
-) -> tuple[int, bool, tuple[int, int] | None, str] | None:
-    grid = getattr(getattr(module, "patch_embed", None), "grid_size", None)
-    grid = tuple(int(g) for g in grid) if isinstance(grid, (tuple, list)) and grid else None
-    prefix = getattr(module, "num_prefix_tokens", None)
-    if isinstance(prefix, int) and not isinstance(prefix, bool):
-        has_class = getattr(module, "has_class_token", None)
-        if not isinstance(has_class, bool):
-            has_class = getattr(module, "cls_token", None) is not None
-        return prefix, has_class and prefix > 0, grid, "timm's num_prefix_tokens"
-    seq_length = getattr(module, "seq_length", None)
-    image_size = getattr(module, "image_size", None)
-    patch_size = getattr(module, "patch_size", None)
-    if (
-        getattr(module, "class_token", None) is not None
-        and all(isinstance(v, int) for v in (seq_length, image_size, patch_size))
-        and (image_size // patch_size) ** 2 + 1 == seq_length
-    ):
-        side = image_size // patch_size
-        return 1, True, (side, side), "torchvision's class_token"
-    counts = {
-        name: int(param.shape[1])
-        for name in _TOKEN_PARAMETERS
-        if (param := getattr(module, name, None)) is not None
-        and getattr(param, "ndim", 0) == 3
-        and param.shape[0] == 1
-    }
-    if counts:
-        names = " and ".join(counts)
-        has_class = any(name in counts for name in _CLASS_PARAMETERS)
-        return sum(counts.values()), has_class, grid, f"the module's {names}"
-    return None
-
-
-def _stage_declaration(module: Any) -> tuple[dict[str, tuple[int, int]], str | None]:
-    """timm's ``feature_info`` stages and ``output_fmt``, named as in ``module``."""
-    found = _outermost(module, lambda sub: isinstance(getattr(sub, "feature_info", None), list))
-    if len(found) != 1:
-        return {}, None
-    path, owner = found[0]
-    prefix = f"{path}." if path else ""
-    stages = {}
-    for entry in owner.feature_info:
-        if isinstance(entry, dict) and {"module", "num_chs", "reduction"} <= entry.keys():
-            name = prefix + str(entry["module"])
-            stages[name] = (int(entry["num_chs"]), int(entry["reduction"]))
-    fmt = getattr(owner, "output_fmt", None)
-    fmt = str(getattr(fmt, "value", fmt)) if fmt is not None else None
-    return stages, fmt if fmt in ("NCHW", "NHWC") else None
 
 
 def _unknown(reason: str) -> Layout:

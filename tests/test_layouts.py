@@ -13,11 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from skfeat._declarations import collect_hints, copy_at_size
 from skfeat._layouts import (
     Layout,
     LayoutHints,
-    collect_hints,
-    copy_at_size,
     infer_layout,
     infer_layouts,
     probe_sizes,
