@@ -40,10 +40,13 @@ def refused_url() -> str:
 @contextlib.contextmanager
 def http_server(status: int):
     """A local HTTP server answering every request with ``status``."""
+    refused = refused_url()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_HEAD(self):
             self.send_response(status)
+            if 300 <= status < 400:  # to a port that refuses: followed, it would fail
+                self.send_header("Location", refused + "/elsewhere")
             self.end_headers()
 
         def log_message(self, *args):
@@ -69,7 +72,7 @@ def test_a_host_that_never_answers_is_unreachable_after_the_timeout():
 
 
 @pytest.mark.parametrize("status", [200, 302, 401, 404])
-def test_any_http_answer_is_reachable(status):
+def test_any_http_answer_is_reachable_and_redirects_are_not_followed(status):
     with http_server(status) as url:
         assert unreachable(url) is None
 

@@ -33,16 +33,18 @@ _GATEWAY_ERRORS = (502, 503, 504)
 def unreachable(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
     """Why ``url``'s host cannot be reached now, or None when it answers.
 
-    One HEAD request through the environment's proxies, without retries. Any HTTP
-    answer counts as reachable (a 404 too), except a proxy's gateway errors; so does a
-    TLS failure, which the download's own client may handle differently.
+    One HEAD request through the environment's proxies, without retries or redirects.
+    Any HTTP answer counts as reachable (a redirect or a 404 too), except a proxy's
+    gateway errors; so does a TLS failure, which the download's own client may handle
+    differently.
     """
     outcome: list[str | None] = []
 
     def probe() -> None:
         request = urllib.request.Request(url, method="HEAD")
+        opener = urllib.request.build_opener(_NoRedirect)  # proxies as in the environment
         try:
-            with urllib.request.urlopen(request, timeout=timeout):
+            with opener.open(request, timeout=timeout):
                 outcome.append(None)
         except urllib.error.HTTPError as err:
             outcome.append(f"HTTP {err.code}" if err.code in _GATEWAY_ERRORS else None)
@@ -60,6 +62,13 @@ def unreachable(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
     if not outcome:
         return f"no answer within {timeout:g} s"
     return outcome[0]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer; following it would turn the HEAD into a GET of the file."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
 
 
 def hub_offline_mode() -> bool:
