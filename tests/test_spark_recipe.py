@@ -1,6 +1,8 @@
 """The Spark recipe of docs/scale_out.rst, run on ``local[2]`` with a random-init resnet18.
 
-Skipped where pyspark (``pip install ".[spark]"``) or Java is absent.
+Skipped where pyspark (``pip install ".[spark]"``) or Java is absent, as in continuous
+integration, which does not install pyspark: run it with
+``python -m pytest -m slow tests/test_spark_recipe.py``.
 """
 
 from __future__ import annotations
