@@ -100,7 +100,8 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
 }
 html_sidebars = {"index": [], "install": [], "cli": [], "benchmarks": []}
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["skfeat.css"]  # a wider article: code, outputs and tables fit
 html_show_sourcelink = True
 
 

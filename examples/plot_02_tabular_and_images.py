@@ -124,7 +124,7 @@ plt.show()
 # the ``ColumnTransformer`` prefixes each with its transformer's name.
 classifier = model[-1]
 names = list(classifier.feature_names_in_)
-print(names[:3], "...", names[-4:])
+print(*names[:3], "...", *names[-4:], sep="\n")
 
 # %%
 # The names make the coefficients readable, here the largest for the class ``sunflower``:

@@ -57,7 +57,7 @@ import pandas as pd
 
 features = pd.read_parquet(workdir / "features.parquet")
 print(features.shape)
-features.iloc[:3, :4]
+features.iloc[:3, :3]
 
 # %%
 # The labels come from the folder names; the rest is ordinary scikit-learn.

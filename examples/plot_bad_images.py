@@ -34,7 +34,8 @@ for source in flowers.paths:
 y = flowers.target
 
 Path(paths[7]).write_bytes(Path(paths[7]).read_bytes()[:2000])  # a copy cut short
-Path(paths[64]).write_text("<html><body>429 Too Many Requests</body></html>")  # an error page
+error_page = "<html><body>429 Too Many Requests</body></html>"
+Path(paths[64]).write_text(error_page)  # an error page saved as a photo
 Path(paths[121]).write_bytes(b"")  # an empty file
 print(len(paths), "files in", folder)
 
@@ -44,8 +45,11 @@ print(len(paths), "files in", folder)
 # :func:`skfeat.check_images` decodes every file in full (so a truncated file is caught),
 # in threads, without loading a network. It returns a DataFrame, one row per input.
 report = skfeat.check_images(paths)
-print(report.loc[~report["ok"], ["index", "error"]].to_string(index=False))
-print(report["mode"].value_counts().to_dict(), "sizes:", report["width"].unique().tolist())
+bad = report[~report["ok"]]
+for index, error in zip(bad["index"], bad["error"], strict=True):
+    print(f"image {index}: {error}")
+print(report["mode"].value_counts().to_dict())
+print("sizes:", report["width"].unique().tolist())
 
 # %%
 # Option 1: drop the bad rows, with their labels

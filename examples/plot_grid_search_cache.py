@@ -30,7 +30,8 @@ from skfeat import ActivationCache, PretrainedCNNFeaturizer
 flowers = skfeat.load_flowers_sample()
 paths, y = flowers.paths, flowers.target
 
-cache = ActivationCache()  # in memory; give it a directory to keep features across sessions
+# In memory; give it a directory to keep the features across sessions.
+cache = ActivationCache()
 pipe = Pipeline(
     [
         ("features", PretrainedCNNFeaturizer("efficientnet_lite0", cache=cache)),
@@ -81,7 +82,8 @@ ax.set_xlabel("pooling")
 ax.set_ylabel("layer")
 for row in range(len(layers)):
     for column in range(len(poolings)):
-        ax.text(column, row, f"{scores[row, column]:.2f}", ha="center", va="center", color="w")
+        label = f"{scores[row, column]:.2f}"
+        ax.text(column, row, label, ha="center", va="center", color="w")
 fig.colorbar(image, ax=ax, label="mean CV accuracy")
 ax.set_title("EfficientNet-Lite0 on 150 flower photos")
 fig.tight_layout()

@@ -24,6 +24,7 @@ import functools
 import importlib
 import io
 import os
+import shlex
 import stat
 import string
 from collections.abc import Iterator, Sequence
@@ -85,6 +86,14 @@ def as_items(X: Any) -> list[Any]:
         When ``X`` as a whole cannot be a sequence of images: a bare string or path,
         a 2-D numeric table, an empty sequence, a DataFrame with several columns.
     """
+    if isinstance(X, (str, os.PathLike)) and os.path.isdir(X):
+        folder = os.fspath(X)
+        raise InvalidInputError(
+            f"Expected a sequence of images, got the folder {_short(folder)}. Pass a list of "
+            f"its images, for example sorted(pathlib.Path({folder!r}).rglob('*.jpg')), or "
+            f"featurize the whole folder from the shell: skfeat extract {shlex.quote(folder)} "
+            "-o features.parquet (it finds the image files of every extension, recursively)."
+        )
     if isinstance(X, (str, bytes, os.PathLike)):
         raise InvalidInputError(
             f"Expected a sequence of images, got a single {type(X).__name__}: {_short(X)}. "

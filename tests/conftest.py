@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-# The timm hub retries for about a minute before failing offline; tests never download.
+# Tests never download: timm weights come only from the Hugging Face cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

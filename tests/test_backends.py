@@ -82,6 +82,7 @@ def test_torchvision_download_failure_says_how_to_work_offline(monkeypatch, rand
         raise OSError("<urlopen error [Errno -2] Name or service not known>")
 
     monkeypatch.setattr(type(ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    monkeypatch.setattr("skfeat._backends._torchvision.unreachable", lambda url: None)
     featurizer = PretrainedCNNFeaturizer("resnet18", n_jobs=1)
     with pytest.raises(WeightsUnavailableError) as info:
         featurizer.fit_transform(random_images[:1])
@@ -114,7 +115,9 @@ def test_timm_offline_failure_is_clear(monkeypatch, random_images):
     pytest.importorskip("timm")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     featurizer = PretrainedCNNFeaturizer("timm:resnet18", n_jobs=1)
-    with pytest.raises(WeightsUnavailableError, match=r"timm model 'resnet18'.*offline.*weights="):
+    with pytest.raises(
+        WeightsUnavailableError, match=r"timm model 'resnet18': HF_HUB_OFFLINE is set.*weights="
+    ):
         featurizer.fit_transform(random_images[:1])
 
 

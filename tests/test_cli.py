@@ -545,7 +545,9 @@ def test_demo_prints_three_accuracies_and_saves_the_figure(tmp_path):
     pretrained, random_init, pixels = accuracies
     assert pretrained > max(random_init, pixels) + 0.15, out  # the point of the demo
     assert "Tour: CV accuracy by layer x pooling" in out
-    assert "Best: layer=" in out
+    assert "Best: layer=" in out and "(chance 0.200)." in out
+    assert "How to read these scores: chance is 0.200 (5 classes, 30 photos each)." in out
+    assert "only 120 photos of 128x128 px, which the network sees upscaled to 224 px" in out
     assert f"Figure: {figure}" in out
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -706,3 +708,23 @@ def test_extract_with_cache_gives_the_same_features_twice(capsys, image_folder):
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first, expected_features(paths), atol=2e-6)
     assert any(cache.iterdir())
+
+
+def test_demo_says_how_to_read_its_scores():
+    from skfeat._cli._demo import context_text
+
+    y = np.repeat(np.arange(5), 30)
+    text = context_text(y, image_size=(128, 128), input_size=224, scores=[0.633, 0.327, 0.36])
+    assert text.splitlines() == [
+        "How to read these scores: chance is 0.200 (5 classes, 30 photos each). Each fold fits "
+        "the probe on",
+        "only 120 photos of 128x128 px, which the network sees upscaled to 224 px, so the "
+        "absolute scores are",
+        "modest. The ImageNet features score 3.2x chance and 0.273 above raw pixels; they score "
+        "0.306 above",
+        "the same network with random weights, which is what the pretrained weights bring.",
+    ]
+    text = context_text(y, image_size=(64, 48), input_size=224, scores=[0.3, 0.35, 0.2])
+    below = " ".join(text.split())
+    assert "64x48 px" in below and "0.100 above raw pixels" in below
+    assert "0.050 below the same network" in below

@@ -127,3 +127,12 @@ def test_docs_build_without_warnings(tmp_path):
     assert (html / "generated" / "skfeat.PretrainedCNNFeaturizer.html").is_file()
     page = (html / "auto_examples" / "plot_01_quickstart.html").read_text(encoding="utf-8")
     assert "held-out accuracy" in page  # the example's output is in the page
+
+
+def test_install_page_lists_every_extra_with_its_size():
+    tomllib = pytest.importorskip("tomllib")
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        extras = tomllib.load(handle)["project"]["optional-dependencies"]
+    page = (DOCS / "install.rst").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^``([\w-]+)``\s+(\d+ MB)\s", page, flags=re.MULTILINE))
+    assert sorted(rows) == sorted(extras), "docs/install.rst's table of extras is out of date"

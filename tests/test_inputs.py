@@ -321,6 +321,31 @@ def test_whole_call_errors_are_pinned(X, message):
         as_items(X)
 
 
+@pytest.mark.parametrize("as_path", [False, True])
+def test_a_folder_says_how_to_list_its_images(tmp_path, as_path):
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    X = folder if as_path else str(folder)
+    with pytest.raises(InvalidInputError) as info:
+        as_items(X)
+    assert str(info.value) == (
+        f"Expected a sequence of images, got the folder {str(folder)!r}. Pass a list of its "
+        f"images, for example sorted(pathlib.Path({str(folder)!r}).rglob('*.jpg')), or "
+        f"featurize the whole folder from the shell: skfeat extract '{folder}' -o "
+        "features.parquet (it finds the image files of every extension, recursively)."
+    )
+
+
+def test_the_suggested_folder_listing_is_accepted(tmp_path, sample_photos):
+    import pathlib
+
+    from PIL import Image
+
+    for index, photo in enumerate(sample_photos):
+        Image.fromarray(photo).save(tmp_path / f"{index}.jpg")
+    assert len(as_items(sorted(pathlib.Path(str(tmp_path)).rglob("*.jpg")))) == 2
+
+
 def test_several_column_dataframes_are_refused():
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame({"path": ["a.jpg"], "label": [1], "fold": [0]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from typing import Any
+from urllib.parse import urlparse
 
 from skfeat._backends._base import (
     OFFLINE_HINT,
@@ -12,6 +13,13 @@ from skfeat._backends._base import (
     is_weights_path,
     load_state_dict_file,
     seeded_init,
+)
+from skfeat._backends._download import (
+    WeightsSource,
+    hub_offline_mode,
+    hub_source,
+    torch_hub_source,
+    unreachable,
 )
 from skfeat._optional import import_optional
 from skfeat._preprocess import DataConfig
@@ -22,6 +30,8 @@ __all__ = ["PRE_LOGITS", "LiteBackend", "TimmBackend", "list_timm_models", "with
 
 # The module added to a timm model whose output is timm's own pre-logits embedding.
 PRE_LOGITS = "skfeat_pre_logits"
+
+HUB_FILES = ["model.safetensors", "pytorch_model.bin"]  # timm's order of preference
 
 
 def _timm(purpose: str) -> Any:
@@ -83,14 +93,53 @@ class TimmBackend(Backend):
 
     def load_named(self) -> Any:
         timm = _timm(f"model='timm:{self.name}'")
+        source = self._weights_source()
+        if source is None:  # timm knows no weights for it; let timm say so
+            return self._create_pretrained(timm)
+        if source.hub and hub_offline_mode():
+            why = "HF_HUB_OFFLINE is set"
+            fix = "Unset HF_HUB_OFFLINE to download them. "
+        else:
+            reason = unreachable(source.url)
+            if reason is None:
+                return self._create_pretrained(timm)
+            host = urlparse(source.url).netloc
+            why = f"the machine seems offline ({host} did not answer: {reason})"
+            fix = ""
+        if source.cached is not None:
+            return self._create_pretrained(timm, file=source.cached)
+        raise WeightsUnavailableError(
+            f"Could not get the pretrained weights of timm model {self.architecture!r}: {why}, "
+            f"and they are not in the local cache {source.cache_dir!r}. {fix}{OFFLINE_HINT}"
+        )
+
+    def _create_pretrained(self, timm: Any, file: str | None = None) -> Any:
+        overlay = {"file": file} if file is not None else None
         try:
-            return timm.create_model(self.architecture, pretrained=True)
+            return timm.create_model(
+                self.architecture, pretrained=True, pretrained_cfg_overlay=overlay
+            )
         except Exception as err:
+            origin = f" from {file!r}" if file is not None else ""
             raise WeightsUnavailableError(
-                f"Could not get the pretrained weights of timm model {self.architecture!r} "
-                f"({type(err).__name__}: {str(err)[:200]}). The machine may be offline. "
-                f"{OFFLINE_HINT}"
+                f"Could not get the pretrained weights of timm model {self.architecture!r}"
+                f"{origin} ({type(err).__name__}: {str(err)[:200]}). The machine may be "
+                f"offline. {OFFLINE_HINT}"
             ) from err
+
+    def _weights_source(self) -> WeightsSource | None:
+        """Where timm would fetch the weights: the Hugging Face Hub, else a plain URL."""
+        import torch
+
+        with torch.device("meta"):
+            cfg = dict(getattr(self.build(), "pretrained_cfg", None) or {})
+        if cfg.get("hf_hub_id"):
+            repo_id, _, revision = cfg["hf_hub_id"].partition("@")
+            filenames = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else HUB_FILES
+            return hub_source(repo_id, filenames, revision or None)
+        if cfg.get("url"):
+            return torch_hub_source(cfg["url"])
+        return None
 
     def data_config(self) -> DataConfig:
         import torch

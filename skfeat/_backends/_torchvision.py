@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
 from skfeat._backends._base import (
     OFFLINE_HINT,
@@ -10,6 +11,7 @@ from skfeat._backends._base import (
     is_weights_path,
     seeded_init,
 )
+from skfeat._backends._download import torch_hub_source, unreachable
 from skfeat._preprocess import DataConfig
 from skfeat.exceptions import UnknownModelError, WeightsUnavailableError
 
@@ -81,6 +83,17 @@ class TorchvisionBackend(Backend):
 
     def load_named(self) -> Any:
         member = self.weights_member()
+        source = torch_hub_source(member.url)
+        if source.cached is None:  # torch.hub would download, with no timeout
+            reason = unreachable(source.url)
+            if reason is not None:
+                host = urlparse(source.url).netloc
+                raise WeightsUnavailableError(
+                    f"Could not download the weights {member} for torchvision model "
+                    f"{self.name!r}: the machine seems offline ({host} did not answer: "
+                    f"{reason}), and they are not in the local cache {source.cache_dir!r}. "
+                    f"{OFFLINE_HINT}"
+                )
         try:
             state = member.get_state_dict(progress=False, check_hash=True)
         except Exception as err:

@@ -17,7 +17,7 @@ import numpy as np
 
 from skfeat._cli._common import CommandError, note
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "context_text", "run_demo"]
 
 MODEL = "efficientnet_lite0"
 # Three late stages and the last feature map (1280 channels, the map that "penultimate"
@@ -136,6 +136,15 @@ def run_demo(output: Path, *, seed: int = 0, n_jobs: int | None = None) -> DemoR
         "(images/s include loading the model; the ImageNet pass also computes the tour's "
         f"{len(TOUR_LAYERS) * len(TOUR_POOLINGS)} layer x pooling blocks.)"
     )
+    print()
+    print(
+        context_text(
+            y,
+            image_size=_image_size(data.paths[0]),
+            input_size=tour.data_config_.crop_size,
+            scores=[score.mean for score in baselines],
+        )
+    )
 
     grid = np.zeros((len(TOUR_LAYERS), len(TOUR_POOLINGS)))
     grid_std = np.zeros_like(grid)
@@ -151,7 +160,8 @@ def run_demo(output: Path, *, seed: int = 0, n_jobs: int | None = None) -> DemoR
         f"\nBest: layer={best[0]!r}, pooling={best[1]!r}: "
         f"{_pm(grid[best_i, best_j], grid_std[best_i, best_j])}, against "
         f"{_pm(baselines[2].mean, baselines[2].std)} on raw pixels and "
-        f"{_pm(baselines[1].mean, baselines[1].std)} on random-init features."
+        f"{_pm(baselines[1].mean, baselines[1].std)} on random-init features "
+        f"(chance {np.bincount(y).max() / len(y):.3f})."
     )
     figure = _save_figure(
         output,
@@ -166,6 +176,45 @@ def run_demo(output: Path, *, seed: int = 0, n_jobs: int | None = None) -> DemoR
     print(f"Figure: {figure}")
     note(f"Done in {time.perf_counter() - started:.0f} s.")
     return DemoResult(baselines, grid, grid_std, best, figure)
+
+
+def context_text(
+    y: np.ndarray, *, image_size: tuple[int, int], input_size: int, scores: list[float]
+) -> str:
+    """What the baseline scores mean: chance, how little data each fold has, the gaps.
+
+    ``scores`` are the mean accuracies of the ImageNet features, the random-init
+    features and the raw pixels, in that order.
+    """
+    import textwrap
+
+    counts = np.bincount(y)
+    chance = counts.max() / len(y)
+    per_class = f"{counts[0]} photos each" if len(set(counts)) == 1 else "unequal classes"
+    train = len(y) * (N_FOLDS - 1) // N_FOLDS
+    pretrained, random_init, pixels = scores
+
+    def gap(other: float) -> str:  # from the printed (rounded) scores, so the sums check
+        difference = round(pretrained, 3) - round(other, 3)
+        return f"{abs(difference):.3f} {'above' if difference >= 0 else 'below'}"
+
+    text = (
+        f"How to read these scores: chance is {chance:.3f} ({len(counts)} classes, "
+        f"{per_class}). Each fold fits the probe on only {train} photos of "
+        f"{image_size[0]}x{image_size[1]} px, which the network sees upscaled to "
+        f"{input_size} px, so the absolute scores are modest. The ImageNet features score "
+        f"{pretrained / chance:.1f}x chance and {gap(pixels)} raw pixels; they score "
+        f"{gap(random_init)} the same network with random weights, which is what the "
+        "pretrained weights bring."
+    )
+    return textwrap.fill(text, width=100)
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
 
 
 def _timed(featurizer: Any, paths: list[str]) -> tuple[np.ndarray, float]:
