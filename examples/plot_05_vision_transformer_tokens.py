@@ -63,7 +63,9 @@ probe_features = FeatureUnion(
         ),
         (
             "patch_mean",
-            PretrainedCNNFeaturizer(model, weights=None, layer="norm", pooling="avg", cache=cache),
+            PretrainedCNNFeaturizer(
+                model, weights=None, layer="norm", pooling="avg", cache=cache
+            ),
         ),
     ]
 )

@@ -674,19 +674,27 @@ def test_extract_transforms_one_chunk_at_a_time(capsys, image_folder, monkeypatc
 
 
 @pytest.mark.slow
-def test_demo_tour_pass_holds_the_penultimate_and_each_pooling(random_images):
+def test_demo_tour_pass_holds_the_penultimate_and_each_pooling(random_images, monkeypatch):
     """The demo reads 'penultimate' and the 12 grid cells from one pass; check that holds."""
     pytest.importorskip("timm")
+    import skfeat._runtime._engine as engine
     from skfeat import PretrainedCNNFeaturizer
-    from skfeat._cli._demo import TOUR_LAYERS, _split_tour, avg_max_gem
+    from skfeat._cli._demo import TOUR_LAYERS, TOUR_POOLINGS, tour_blocks
 
     images = list(random_images[:3])
-    tour = PretrainedCNNFeaturizer(
-        "efficientnet_lite0", weights=None, layer=list(TOUR_LAYERS), pooling=avg_max_gem, n_jobs=1
+    seen = []
+    real = engine.extract
+    monkeypatch.setattr(
+        engine, "extract", lambda m, batch, reads: seen.append(len(batch)) or real(m, batch, reads)
     )
-    blocks = _split_tour(tour.fit_transform(images), tour.get_feature_names_out())
+    blocks, _, shapes, size = tour_blocks(images, weights=None, n_jobs=1)
+    assert sum(seen) == len(images)  # one backbone pass for the whole grid
+    assert size == 224 and set(shapes) == set(TOUR_LAYERS)
+    assert len(blocks) == 1 + len(TOUR_LAYERS) * len(TOUR_POOLINGS)
     penultimate = PretrainedCNNFeaturizer("efficientnet_lite0", weights=None, n_jobs=1)
-    np.testing.assert_allclose(blocks[("bn2", "avg")], penultimate.fit_transform(images), rtol=1e-5)
+    np.testing.assert_allclose(
+        blocks[("penultimate", "avg")], penultimate.fit_transform(images), rtol=1e-5
+    )
     for pooling in ("max", "gem"):
         single = PretrainedCNNFeaturizer(
             "efficientnet_lite0", weights=None, layer="blocks.5", pooling=pooling, n_jobs=1

@@ -68,17 +68,24 @@ def test_predict_batch_udf_loads_once_per_worker_and_keeps_rows(spark, tmp_path)
     featurizer = PretrainedCNNFeaturizer("resnet18", weights=None, n_jobs=1).fit(paths)
 
     def make_predict_fn():
+        from skfeat._backends._base import Backend
+
         fitted = featurizer  # pickled with the function, a few kB
         with open(log, "a") as handle:
             handle.write(f"make {os.getpid()}\n")
+        loads = {"count": 0}
+        original = Backend.load
+
+        def counted(backend, *args, **kwargs):  # count this worker's model loads
+            loads["count"] += 1
+            return original(backend, *args, **kwargs)
+
+        Backend.load = counted
 
         def predict(paths):
             features = fitted.transform(paths)  # (n, n_features) float32
-            from skfeat import _runtime
-
             with open(log, "a") as handle:
-                loads = _runtime.LOAD_COUNT["loads"]
-                handle.write(f"batch {os.getpid()} {loads} {len(paths)}\n")
+                handle.write(f"batch {os.getpid()} {loads['count']} {len(paths)}\n")
             return features
 
         return predict

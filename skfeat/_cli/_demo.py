@@ -55,13 +55,34 @@ class DemoResult:
     figure: Path
 
 
-def avg_max_gem(maps: Any) -> Any:
-    """The three named poolings side by side, so one backbone pass serves the whole grid."""
-    import torch
+def tour_blocks(
+    paths: list[str], *, weights: Any = "DEFAULT", n_jobs: int | None = None
+) -> tuple[dict[tuple[str, str], np.ndarray], float, dict[str, tuple[int, ...]], int]:
+    """The features of every (layer, pooling) of the tour, from one backbone pass.
 
-    from skfeat._pooling import POOLINGS
+    One featurizer per (layer, pooling), all sharing an in-memory activation cache: the
+    first, ``"penultimate"``, runs the network and stores every pooling of the model's
+    stages; the others find theirs in the cache. Returns the blocks (with
+    ``("penultimate", "avg")``), the images per second of that one pass, the layer
+    shapes and the network's input size.
+    """
+    from skfeat import ActivationCache, PretrainedCNNFeaturizer
 
-    return torch.cat([POOLINGS[name].on_maps(maps) for name in TOUR_POOLINGS], dim=1)
+    cache = ActivationCache()
+
+    def featurizer(**params: Any) -> Any:
+        return PretrainedCNNFeaturizer(MODEL, weights=weights, cache=cache, n_jobs=n_jobs, **params)
+
+    first = featurizer()
+    penultimate, rate = _timed(first, paths)
+    blocks = {("penultimate", "avg"): penultimate}
+    shapes = {}
+    for layer in TOUR_LAYERS:
+        for pooling in TOUR_POOLINGS:
+            tour = featurizer(layer=layer, pooling=pooling)
+            blocks[(layer, pooling)] = tour.fit_transform(paths)
+            shapes[layer] = tour.layer_shapes_[layer]
+    return blocks, rate, shapes, first.data_config_.crop_size
 
 
 def check_demo_dependencies() -> None:
@@ -107,12 +128,8 @@ def run_demo(output: Path, *, seed: int = 0, n_jobs: int | None = None) -> DemoR
     )
 
     note(f"Featurizing with {MODEL} (ImageNet weights), {len(TOUR_LAYERS)} layers in one pass...")
-    tour = PretrainedCNNFeaturizer(
-        MODEL, layer=list(TOUR_LAYERS), pooling=avg_max_gem, n_jobs=n_jobs
-    )
-    tour_features, tour_rate = _timed(tour, data.paths)
+    blocks, tour_rate, shapes, input_size = tour_blocks(data.paths, n_jobs=n_jobs)
     note(f"  {n_images / tour_rate:.1f} s")
-    blocks = _split_tour(tour_features, tour.get_feature_names_out())
 
     note(f"Featurizing with {MODEL} (random init)...")
     random_init = PretrainedCNNFeaturizer(MODEL, weights=None, n_jobs=n_jobs)
@@ -124,8 +141,7 @@ def run_demo(output: Path, *, seed: int = 0, n_jobs: int | None = None) -> DemoR
     pixel_features = _pixels(data.paths)
     pixel_rate = n_images / (time.perf_counter() - start)
 
-    # "penultimate" is the average-pooled last map: the bn2/avg block of the tour pass.
-    pretrained = blocks[("bn2", "avg")]
+    pretrained = blocks[("penultimate", "avg")]
     baselines = [
         _score(f"{MODEL}, ImageNet weights (penultimate)", pretrained, y, tour_rate, seed),
         _score(f"{MODEL}, random init (penultimate)", random_features, y, random_rate, seed),
@@ -141,7 +157,7 @@ def run_demo(output: Path, *, seed: int = 0, n_jobs: int | None = None) -> DemoR
         context_text(
             y,
             image_size=_image_size(data.paths[0]),
-            input_size=tour.data_config_.crop_size,
+            input_size=input_size,
             scores=[score.mean for score in baselines],
         )
     )
@@ -154,7 +170,6 @@ def run_demo(output: Path, *, seed: int = 0, n_jobs: int | None = None) -> DemoR
             grid[i, j], grid_std[i, j] = score.mean, score.std
     best_i, best_j = np.unravel_index(int(np.argmax(grid)), grid.shape)
     best = (TOUR_LAYERS[best_i], TOUR_POOLINGS[best_j])
-    shapes = tour.layer_shapes_
     _print_grid(grid, grid_std, shapes, best)
     print(
         f"\nBest: layer={best[0]!r}, pooling={best[1]!r}: "
@@ -221,16 +236,6 @@ def _timed(featurizer: Any, paths: list[str]) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     features = featurizer.fit_transform(paths)
     return features, len(paths) / (time.perf_counter() - start)
-
-
-def _split_tour(features: np.ndarray, names: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
-    """Cut the one-pass matrix into (layer, pooling) blocks by feature-name prefix."""
-    blocks = {}
-    for layer in TOUR_LAYERS:
-        columns = np.flatnonzero([name.startswith(f"{layer}_") for name in names])
-        for j, part in enumerate(np.split(columns, len(TOUR_POOLINGS))):
-            blocks[(layer, TOUR_POOLINGS[j])] = features[:, part]
-    return blocks
 
 
 def _pixels(paths: list[str]) -> np.ndarray:
