@@ -5,8 +5,9 @@ and pooled rows are written into a preallocated output, so memory does not grow 
 the number of images. What makes it fast, each measured on the project's 2-core AVX2
 machine (figures in ``docs/benchmarks.md``):
 
-* decode overlaps inference: ``n_jobs`` threads decode and resize while the model
-  runs (threads, not processes: nothing to pickle, no copy of torch per worker);
+* decode overlaps inference: ``n_jobs`` threads read, decode and resize while the
+  model runs (threads, not processes: nothing to pickle, no copy of torch per worker);
+  a file is read once, and those bytes are decoded;
 * JPEGs are decoded at reduced DCT scale when that keeps the short side at least
   three times the resize target (see :func:`skfeat._preprocess.draft_min_side`), then
   resized as uint8 tensors;
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from skfeat._extract import LOGITS, extract
-from skfeat._inputs import decode
+from skfeat._inputs import decode, read_item
 from skfeat._plan import RunPlan
 from skfeat._preprocess import DataConfig, draft_min_side, normalize_batch, resize_and_crop
 from skfeat._runtime._precision import autocast_dtype
@@ -55,9 +56,16 @@ class Failure:
     error: ImageDecodeError
 
 
+def _read(item: Any, index: int) -> bytes | None:
+    """A path's bytes, read once; None for in-memory items."""
+    source = read_item(item, index)
+    return None if source is item else source
+
+
 def _prepare_one(item: Any, index: int, config: DataConfig, keep_going: bool, min_side: int) -> Any:
     try:
-        return resize_and_crop(decode(item, index, min_side=min_side), config)
+        data = _read(item, index)
+        return resize_and_crop(decode(item, index, min_side=min_side, data=data), config)
     except ImageDecodeError as error:
         if not keep_going:
             raise

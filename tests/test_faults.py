@@ -1,0 +1,237 @@
+"""Faults: files that change while read, special files, damaged cache entries.
+
+Every check that meets a FIFO or a device runs in a subprocess with a timeout, so a
+reader that blocks or spins fails the test instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skfeat import PretrainedCNNFeaturizer
+from skfeat._cache._keys import content_key
+from skfeat.exceptions import ImageDecodeError
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX special files")
+
+
+def _featurizer(model, **params):
+    params.setdefault("n_jobs", 1)
+    params.setdefault("batch_size", 8)
+    return PretrainedCNNFeaturizer(model, **params)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _run_isolated(script: str, *args: str, timeout: float) -> dict:
+    """Run ``script`` in a fresh interpreter; a hang past ``timeout`` fails the test."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after {timeout} s: a read blocked or did not end")
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+# -- the digest memo -----------------------------------------------------------------------
+
+
+def test_file_digest_memo_holds_only_settled_files(tmp_path, random_images, monkeypatch):
+    """Two writes within one tick of the file system's clock leave the same times, so a
+    file changed in the last seconds is hashed at every look-up, a settled one once."""
+    import skfeat._cache._keys as keys
+
+    path = tmp_path / "fresh.png"
+    path.write_bytes(_png(random_images[0]))
+    key = content_key(path)
+    with monkeypatch.context() as patched:
+        patched.setattr(keys, "read_file", _no_read)
+        with pytest.raises(AssertionError, match="read again"):
+            content_key(path)  # just written: not memoised
+    later = keys._now_ns() + 10 * 10**9
+    monkeypatch.setattr(keys, "_now_ns", lambda: later)
+    assert content_key(path) == key
+    monkeypatch.setattr(keys, "read_file", _no_read)
+    assert content_key(path) == key  # settled: memoised by inode, size and times
+
+
+def _no_read(*_args, **_kwargs):
+    raise AssertionError("the file was read again")
+
+
+# -- special files: refused from stat, each with its own cause -----------------------------
+
+_SPECIAL_FILES = r"""
+import json, os, resource, socket, stat, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # a runaway read fails fast
+from skfeat import check_images
+from skfeat._cache._keys import content_key
+from skfeat._inputs import decode
+from skfeat.exceptions import ImageDecodeError
+
+folder = sys.argv[1]
+paths = {
+    "fifo": os.path.join(folder, "pipe.png"),
+    "dev_zero": "/dev/zero",
+    "dev_urandom": "/dev/urandom",
+    "dev_null": "/dev/null",
+    "link_to_dev_zero": os.path.join(folder, "zero.png"),
+    "socket": os.path.join(folder, "socket.png"),
+}
+os.mkfifo(paths["fifo"])
+os.symlink("/dev/zero", paths["link_to_dev_zero"])
+server = socket.socket(socket.AF_UNIX)
+server.bind(paths["socket"])
+blocks = sorted(p for p in os.listdir("/dev") if stat.S_ISBLK(os.stat("/dev/" + p).st_mode))
+if blocks:
+    paths["block_device"] = "/dev/" + blocks[0]
+report = {}
+for name, path in paths.items():
+    try:
+        decode(path, 3)
+        cause = None
+    except ImageDecodeError as error:
+        cause = str(error)
+    row = check_images([path], n_jobs=1, as_frame=False)[0]
+    report[name] = {"decode": cause, "check": row["error"], "key": content_key(path)}
+print(json.dumps(report))
+"""
+
+_CAUSES = {
+    "fifo": r"the path is a FIFO \(named pipe\), not a regular file",
+    "dev_zero": r"the path is a character device, not a regular file",
+    "dev_urandom": r"the path is a character device, not a regular file",
+    "dev_null": r"the path is a character device, not a regular file",
+    "link_to_dev_zero": r"the path is a character device, not a regular file",
+    "socket": r"the path is a socket, not a regular file",
+    "block_device": r"the path is a block device, not a regular file",
+}
+
+
+@pytest.fixture(scope="module")
+def special_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("special")
+    return _run_isolated(_SPECIAL_FILES, str(folder), timeout=60)
+
+
+@pytest.mark.parametrize("kind", sorted(_CAUSES))
+def test_special_file_is_refused_with_its_own_cause(special_files, kind):
+    if kind not in special_files:
+        pytest.skip(f"no {kind} on this machine")
+    report = special_files[kind]
+    assert re.match(rf"^Could not read image 3 \('.*'\): {_CAUSES[kind]}", report["decode"])
+    assert re.match(rf"^{_CAUSES[kind]}", report["check"])
+    assert "empty" not in report["decode"]
+    assert report["key"] is None  # no key: computed (and refused) by the engine, never stored
+
+
+_CACHED_TRANSFORM = r"""
+import json, os, sys, warnings
+import numpy as np
+from PIL import Image
+from conftest import make_tiny_backbone
+from skfeat import ActivationCache, PretrainedCNNFeaturizer
+
+folder = sys.argv[1]
+good = os.path.join(folder, "good.png")
+pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+Image.fromarray(pixels).save(good)
+fifo, link = os.path.join(folder, "pipe.png"), os.path.join(folder, "zero.png")
+os.mkfifo(fifo)
+os.symlink("/dev/zero", link)
+items = [good, fifo, "/dev/zero", "/dev/urandom", link, good]
+expected = PretrainedCNNFeaturizer(make_tiny_backbone(), n_jobs=1).fit_transform([good])[0]
+report = {}
+for name in ("memory", "disk"):
+    cache = ActivationCache(os.path.join(folder, "store") if name == "disk" else None)
+    featurizer = PretrainedCNNFeaturizer(
+        make_tiny_backbone(), cache=cache, on_error="nan", n_jobs=2
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        features = featurizer.fit_transform(items)
+    report[name] = {
+        "nan_rows": np.isnan(features).all(axis=1).tolist(),
+        "good_rows": [bool(np.array_equal(features[i], expected)) for i in (0, 5)],
+        "causes": [e.cause for w in caught for e in getattr(w.message, "errors", ())],
+        "entries": cache.stats()["entries"],
+    }
+print(json.dumps(report))
+"""
+
+
+def test_transform_with_a_cache_refuses_special_files_without_reading(tmp_path):
+    report = _run_isolated(_CACHED_TRANSFORM, str(tmp_path), timeout=240)
+    fifo, device = _CAUSES["fifo"], _CAUSES["dev_zero"]
+    for name in ("memory", "disk"):
+        run = report[name]
+        assert run["nan_rows"] == [False, True, True, True, True, False]
+        assert run["good_rows"] == [True, True]
+        assert [
+            re.match(f"^{c}", cause) is not None
+            for cause, c in zip(run["causes"], [fifo, device, device, device], strict=True)
+        ] == [True] * 4
+        assert run["entries"] == 1
+
+
+def test_a_fifo_swapped_in_between_stat_and_open_is_refused(tmp_path, monkeypatch):
+    """The type is checked again on the open descriptor, opened without blocking."""
+    import skfeat._inputs as inputs
+
+    path = tmp_path / "photo.png"
+    path.write_bytes(b"\x89PNG not really")
+    real_open = os.open
+
+    def swap_then_open(name, flags, *args, **kwargs):
+        if os.fspath(name) == os.fspath(path):
+            path.unlink()
+            os.mkfifo(path)
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(inputs.os, "open", swap_then_open)
+    outcome = {}
+
+    def read():
+        try:
+            inputs.decode(path, 0)
+        except ImageDecodeError as error:
+            outcome["cause"] = error.cause
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():  # blocked in open() or read(): release it, then fail
+        handle = real_open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(handle)
+        reader.join(timeout=5)
+        pytest.fail("the read of a FIFO blocked")
+    assert stat.S_ISFIFO(os.stat(path).st_mode)
+    assert re.match(rf"^{_CAUSES['fifo']}", outcome["cause"])
