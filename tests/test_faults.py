@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skfeat import PretrainedCNNFeaturizer
+import skfeat._cache._cached as cached
+from skfeat import ActivationCache, PretrainedCNNFeaturizer
 from skfeat._cache._keys import content_key
 from skfeat.exceptions import ImageDecodeError
 
@@ -59,6 +60,90 @@ def _run_isolated(script: str, *args: str, timeout: float) -> dict:
         pytest.fail(f"still running after {timeout} s: a read blocked or did not end")
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.splitlines()[-1])
+
+
+# -- a file replaced between look-up and decode --------------------------------------------
+
+
+@pytest.fixture
+def photos(tmp_path, random_images):
+    """An old and a new content for one path, their features, and two other files."""
+    old, new = _png(random_images[0]), _png(random_images[1])
+    others = []
+    for index in (2, 3):
+        others.append(tmp_path / f"other{index}.png")
+        others[-1].write_bytes(_png(random_images[index]))
+    return old, new, others
+
+
+def _features(model, *items):
+    return _featurizer(model).fit_transform(list(items))
+
+
+def _assert_no_entry_is_mis_keyed(featurizer, old, new, want_old, want_new, tmp_path):
+    """Whatever bytes a file now holds, the cache serves the features of those bytes."""
+    copy = tmp_path / "a-copy-of-the-old-bytes.png"
+    copy.write_bytes(old)
+    np.testing.assert_array_equal(featurizer.transform([copy])[0], want_old)
+    np.testing.assert_array_equal(featurizer.transform([old])[0], want_old)
+    np.testing.assert_array_equal(featurizer.transform([new])[0], want_new)
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_file_replaced_after_its_look_up_is_keyed_by_the_bytes_decoded(
+    tiny_model, photos, tmp_path, monkeypatch, on_disk
+):
+    old, new, others = photos
+    want_old, want_new = _features(tiny_model, old, new)
+    path = tmp_path / "photo.png"
+    path.write_bytes(old)
+    twin = tmp_path / "twin.png"  # the old bytes under another path: a duplicate of path
+    twin.write_bytes(old)
+    cache = ActivationCache(tmp_path / "store" if on_disk else None)
+    featurizer = _featurizer(tiny_model, cache=cache).fit([old])
+    looked_up = cached.content_key
+
+    def look_up_then_replace(item):
+        key = looked_up(item)
+        if os.fspath(item) == os.fspath(path):
+            path.write_bytes(new)  # replaced after its key was computed
+        return key
+
+    monkeypatch.setattr(cached, "content_key", look_up_then_replace)
+    rows = featurizer.transform([path, twin, *others])
+    monkeypatch.undo()
+    np.testing.assert_array_equal(rows[0], want_new)  # what the file held when decoded
+    np.testing.assert_array_equal(rows[1], want_old)  # the twin still holds the old bytes
+    np.testing.assert_array_equal(rows[2:], _features(tiny_model, *others))
+    _assert_no_entry_is_mis_keyed(featurizer, old, new, want_old, want_new, tmp_path)
+
+
+def test_file_replaced_just_before_decoding_is_keyed_by_the_bytes_decoded(
+    tiny_model, photos, tmp_path, monkeypatch
+):
+    import skfeat._runtime._engine as engine
+
+    old, new, others = photos
+    want_old, want_new = _features(tiny_model, old, new)
+    path = tmp_path / "photo.png"
+    path.write_bytes(old)
+    featurizer = _featurizer(tiny_model, cache=ActivationCache(tmp_path / "store")).fit([old])
+    decode = engine.decode
+    decoded = {}
+
+    def replace_then_decode(item, *args, **kwargs):
+        if isinstance(item, (str, os.PathLike)) and os.fspath(item) == os.fspath(path):
+            path.write_bytes(new)
+            # Read before this point, the old bytes are decoded; read after, the new ones.
+            data = kwargs.get("data")
+            decoded["bytes"] = path.read_bytes() if data is None else bytes(data)
+        return decode(item, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "decode", replace_then_decode)
+    rows = featurizer.transform([path, *others])
+    monkeypatch.undo()
+    np.testing.assert_array_equal(rows[0], want_old if decoded["bytes"] == old else want_new)
+    _assert_no_entry_is_mis_keyed(featurizer, old, new, want_old, want_new, tmp_path)
 
 
 # -- the digest memo -----------------------------------------------------------------------
