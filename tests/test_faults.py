@@ -6,14 +6,18 @@ reader that blocks or spins fails the test instead of hanging the suite.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
+import shutil
 import stat
+import struct
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,8 @@ from PIL import Image
 import skfeat._cache._cached as cached
 from skfeat import ActivationCache, PretrainedCNNFeaturizer
 from skfeat._cache._keys import content_key
-from skfeat.exceptions import ImageDecodeError
+from skfeat._cache._store import ENTRY_SUFFIX
+from skfeat.exceptions import CacheWarning, ImageDecodeError
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX special files")
@@ -144,9 +149,6 @@ def test_file_replaced_just_before_decoding_is_keyed_by_the_bytes_decoded(
     monkeypatch.undo()
     np.testing.assert_array_equal(rows[0], want_old if decoded["bytes"] == old else want_new)
     _assert_no_entry_is_mis_keyed(featurizer, old, new, want_old, want_new, tmp_path)
-
-
-# -- the digest memo -----------------------------------------------------------------------
 
 
 def test_file_digest_memo_holds_only_settled_files(tmp_path, random_images, monkeypatch):
@@ -287,6 +289,37 @@ def test_transform_with_a_cache_refuses_special_files_without_reading(tmp_path):
         assert run["entries"] == 1
 
 
+_DAMAGED_ENTRIES = r"""
+import json, os, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # a runaway read fails fast
+import numpy as np
+from skfeat import ActivationCache
+
+folder = sys.argv[1]
+cache = ActivationCache(folder)
+namespace = "0" * 20
+keys = ["ab" + "1" * 30, "ab" + "2" * 30, "ab" + "3" * 30]
+entry = {"stage1|avg": np.ones(4, dtype=np.float32)}
+cache._put_many(namespace, {key: entry for key in keys})
+zero, fifo = (cache._entry_path(namespace, key) for key in keys[:2])
+os.remove(zero)
+os.symlink("/dev/zero", zero)
+os.remove(fifo)
+os.mkfifo(fifo)
+cache._get_many(namespace, keys)
+print(json.dumps({
+    "corrupt": cache.stats()["corrupt"],
+    "removed": [not os.path.lexists(path) for path in (zero, fifo)],
+    "entries": cache.stats()["entries"],
+}))
+"""
+
+
+def test_entry_replaced_by_a_device_or_a_fifo_is_damage_not_a_hang(tmp_path):
+    report = _run_isolated(_DAMAGED_ENTRIES, str(tmp_path / "store"), timeout=60)
+    assert report == {"corrupt": 2, "removed": [True, True], "entries": 1}
+
+
 def test_a_fifo_swapped_in_between_stat_and_open_is_refused(tmp_path, monkeypatch):
     """The type is checked again on the open descriptor, opened without blocking."""
     import skfeat._inputs as inputs
@@ -320,3 +353,107 @@ def test_a_fifo_swapped_in_between_stat_and_open_is_refused(tmp_path, monkeypatc
         pytest.fail("the read of a FIFO blocked")
     assert stat.S_ISFIFO(os.stat(path).st_mode)
     assert re.match(rf"^{_CAUSES['fifo']}", outcome["cause"])
+
+
+# -- entries tied to their key -------------------------------------------------------------
+
+_PREFIX = struct.Struct("<5sI")  # the magic, then the header length
+_DIGEST = 16
+
+
+def _forge(path: Path, change) -> None:
+    """Rewrite an entry's header and payload with ``change``, under a valid checksum."""
+    data = path.read_bytes()
+    magic, length = _PREFIX.unpack_from(data)
+    header = json.loads(data[_PREFIX.size : _PREFIX.size + length])
+    payload = np.frombuffer(data[_PREFIX.size + length : -_DIGEST], dtype="<f4").copy()
+    header, payload = change(header, payload)
+    text = json.dumps(header).encode()
+    body = text + payload.astype("<f4").tobytes()
+    digest = hashlib.blake2b(body, digest_size=_DIGEST).digest()
+    path.write_bytes(_PREFIX.pack(magic, len(text)) + body + digest)
+
+
+def _entry_of(directory: Path, item) -> Path:
+    key = content_key(item)
+    (found,) = directory.rglob(f"{key}{ENTRY_SUFFIX}")
+    return found
+
+
+def _as_nan(header, payload):
+    return header, np.full_like(payload, np.nan)
+
+
+def _one_short(header, payload):
+    """The vector the featurizer reads loses its last value."""
+    index = header["names"].index("stage2|gem")
+    end = sum(header["sizes"][: index + 1])
+    header["sizes"][index] -= 1
+    return header, np.delete(payload, end - 1)
+
+
+def _damaged_call(featurizer, images, match):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        features = featurizer.transform(images)
+    damage = [w for w in caught if issubclass(w.category, CacheWarning)]
+    assert len(damage) == 1, [str(w.message) for w in caught]
+    assert re.search(match, str(damage[0].message)), str(damage[0].message)
+    return features
+
+
+@pytest.fixture
+def stored(tiny_model, random_images, tmp_path):
+    directory = tmp_path / "store"
+    cache = ActivationCache(directory)
+    featurizer = _featurizer(tiny_model, cache=cache, layer="stage2", pooling="gem")
+    expected = featurizer.fit_transform(random_images)
+    return featurizer, cache, directory, expected
+
+
+def test_entry_copied_over_another_is_damage(stored, random_images):
+    featurizer, cache, directory, expected = stored
+    shutil.copyfile(_entry_of(directory, random_images[0]), _entry_of(directory, random_images[1]))
+    features = _damaged_call(featurizer, random_images, r"^1 damaged entry .* recomputed")
+    np.testing.assert_array_equal(features, expected)
+    assert cache.stats()["corrupt"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(featurizer.transform(random_images), expected)  # rewritten
+
+
+def test_entry_of_another_namespace_is_damage(stored, tiny_model, random_images):
+    featurizer, cache, directory, expected = stored
+    mine = _entry_of(directory, random_images[1])
+    other_model = type(tiny_model)()  # other weights, so another namespace
+    _featurizer(other_model, cache=cache, layer="stage2", pooling="gem").fit_transform(
+        random_images[:2]
+    )
+    (theirs,) = (p for p in directory.rglob(mine.name) if p != mine)
+    shutil.copyfile(theirs, mine)
+    features = _damaged_call(featurizer, random_images, r"^1 damaged entry")
+    np.testing.assert_array_equal(features, expected)
+
+
+@pytest.mark.parametrize("on_error", ["raise", "nan"])
+@pytest.mark.parametrize("damage", [_as_nan, _one_short], ids=["nan", "wrong_length"])
+def test_entry_with_a_valid_checksum_but_bad_values_is_damage(
+    stored, random_images, on_error, damage
+):
+    featurizer, cache, directory, expected = stored
+    featurizer.set_params(on_error=on_error)
+    _forge(_entry_of(directory, random_images[2]), damage)
+    features = _damaged_call(featurizer, random_images, r"^1 damaged entry")
+    np.testing.assert_array_equal(features, expected)
+    assert cache.stats()["corrupt"] == 1
+
+
+def test_one_warning_per_call_counts_every_damaged_entry(stored, random_images):
+    featurizer, cache, directory, expected = stored
+    _forge(_entry_of(directory, random_images[0]), _as_nan)
+    _forge(_entry_of(directory, random_images[1]), _one_short)
+    shutil.copyfile(_entry_of(directory, random_images[3]), _entry_of(directory, random_images[2]))
+    _entry_of(directory, random_images[4]).write_bytes(b"SKFC")
+    features = _damaged_call(featurizer, random_images, r"^4 damaged entries .* recomputed")
+    np.testing.assert_array_equal(features, expected)
+    assert cache.stats()["corrupt"] == 4

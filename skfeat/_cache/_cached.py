@@ -31,7 +31,7 @@ from skfeat._cache._keys import bytes_key, compute_signature, content_key, names
 from skfeat._cache._store import ActivationCache, Entry
 from skfeat._extract import LayerInfo
 from skfeat._plan import RunPlan, Target
-from skfeat._pooling import stored_components
+from skfeat._pooling import pooled_width, stored_components
 from skfeat._runtime._engine import Failure, featurize
 from skfeat._runtime._settings import RunSettings
 from skfeat.exceptions import CacheWarning
@@ -64,7 +64,8 @@ def featurize_cached(
 
     Failed rows are filled by the engine and never stored. Identical images are
     computed once. Lookups and computations go by chunks, so memory does not grow
-    with the number of images.
+    with the number of images. Damaged entries are recomputed, with one
+    :class:`~skfeat.exceptions.CacheWarning` for the call.
     """
     signature = compute_signature(settings.precision)
     model_key, fingerprint = plan.backend.key, plan.data_config.fingerprint()
@@ -73,6 +74,7 @@ def featurize_cached(
     requested = _unique([part for target in plan.targets for part in _components_of(target)])
     stages = [(layer, part) for layer in plan.stages for part in stored_components(layer)]
     needed = [_name(part) for part in requested]
+    widths = {_name(part): pooled_width(part[1], part[0]) for part in [*requested, *stages]}
 
     with ThreadPoolExecutor(max_workers=max(1, settings.n_threads)) as pool:
         keys = list(pool.map(content_key, items))
@@ -85,10 +87,12 @@ def featurize_cached(
     output = np.empty((len(items), plan.n_features), dtype=np.float32)
     fresh: list[int] = []  # never seen: compute the stages too
     partial: dict[int, Entry] = {}  # seen, but without some requested component
+    damaged = 0
     unique = list(first.items())
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
-        found = cache._get_many(namespace, [key for key, _ in chunk])
+        found, chunk_damaged = cache._get_many(namespace, [key for key, _ in chunk], widths)
+        damaged += chunk_damaged
         for (_key, position), entry in zip(chunk, found, strict=True):
             if entry is None:
                 fresh.append(position)
@@ -97,6 +101,8 @@ def featurize_cached(
             else:
                 partial[position] = entry
     cache._record(hits=len(unique) - len(fresh) - len(partial), misses=len(fresh) + len(partial))
+    if damaged:
+        _warn_damaged(cache, damaged)
 
     misses = _Misses(plan, items, settings, cache, namespace, description, keys, partial, output)
     misses.compute(fresh, _unique([*requested, *stages]))
@@ -215,3 +221,15 @@ def _store(
         )
         return False
     return True
+
+
+def _warn_damaged(cache: ActivationCache, damaged: int) -> None:
+    entries = "entry" if damaged == 1 else "entries"
+    warnings.warn(
+        f"{damaged} damaged {entries} in the activation cache {cache!r} (truncated, altered, "
+        "or not the entry of its image) removed and recomputed; the features returned are "
+        "correct. If this recurs, check the disk, and that no other program writes into "
+        "the cache directory.",
+        CacheWarning,
+        stacklevel=_STACKLEVEL,
+    )

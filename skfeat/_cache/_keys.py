@@ -35,7 +35,7 @@ __all__ = [
     "namespace_key",
 ]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _FILE_DIGESTS_MAX = 100_000
 # Two writes within one tick of a file system's clock leave the same times: up to 2 s
 # (FAT), a few ms (ext4). A digest is remembered only for a file unchanged that long.
