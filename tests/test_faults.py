@@ -457,3 +457,41 @@ def test_one_warning_per_call_counts_every_damaged_entry(stored, random_images):
     features = _damaged_call(featurizer, random_images, r"^4 damaged entries .* recomputed")
     np.testing.assert_array_equal(features, expected)
     assert cache.stats()["corrupt"] == 4
+
+
+# -- what held: threads sharing one featurizer and one cache -------------------------------
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_threads_sharing_one_featurizer_and_one_cache_get_the_right_rows(
+    tiny_model, random_images, tmp_path, on_disk
+):
+    paths = []
+    for index, pixels in enumerate(random_images):
+        paths.append(tmp_path / f"photo{index}.png")
+        paths[-1].write_bytes(_png(pixels))
+    expected = _features(tiny_model, *paths)
+    cache = ActivationCache(tmp_path / "store" if on_disk else None)
+    featurizer = _featurizer(tiny_model, cache=cache).fit(paths[:1])
+    orders = [np.random.default_rng(seed).permutation(len(paths)) for seed in range(4)]
+    results, errors = {}, []
+
+    def run(seed):
+        try:
+            for _ in range(2):  # the first pass races to compute, the second reads entries
+                results[seed] = featurizer.transform([paths[i] for i in orders[seed]])
+        except Exception as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(seed,), daemon=True) for seed in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no damage, no failed write
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
+    assert errors == []
+    for seed, order in enumerate(orders):
+        np.testing.assert_array_equal(results[seed], expected[order])
+    assert cache.stats()["corrupt"] == 0 and cache.stats()["entries"] == len(paths)
