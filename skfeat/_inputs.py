@@ -15,6 +15,12 @@ naming the item and the cause. The decode policy:
 - HEIC (``pillow-heif``) and AVIF (``pillow-avif-plugin``) are read when those
   Pillow plugins are installed.
 
+A path is read whole into memory, once (:func:`read_file`), and those bytes are what
+is decoded, and what the activation cache keys, so a file replaced meanwhile can never
+give one content's pixels under another's key. Only regular files are read: a FIFO, a
+device or a socket is refused from its ``stat``, before it is opened, since reading
+one could block or never end. One file is read up to :func:`max_file_bytes`.
+
 Only numpy and Pillow are used here.
 """
 
@@ -45,7 +51,10 @@ __all__ = [
     "decode_warning",
     "describe_item",
     "input_column_name",
+    "max_file_bytes",
     "pil_to_rgb",
+    "read_file",
+    "read_item",
     "with_on_error_hint",
 ]
 
@@ -54,6 +63,20 @@ _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 _SHOWN_IN_WARNING = 5
+# Every image file Pillow accepts by default fits: its largest image, MAX_IMAGE_PIXELS
+# (89.5 Mpx) of uncompressed 16-bit RGBA at 8 bytes per pixel, takes 716 MB.
+_FILE_BYTES_FLOOR = 1 << 30
+_BYTES_PER_PIXEL_AT_MOST = 8
+_READ_BLOCK = 1 << 16  # what a file that grew after it was opened is read on by
+# O_NONBLOCK: opening a FIFO that was swapped in after the stat must not wait for a writer.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS |= getattr(os, "O_BINARY", 0)
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 _ON_ERROR_HINT = (
     "Pass on_error='nan' to keep going with a NaN row for each unreadable image, "
     "or find them all first with skfeat.check_images(X)."
@@ -198,8 +221,29 @@ class _Refused(ValueError):
     """A decode failure whose message is already the cause to report."""
 
 
+def read_item(item: Any, index: int) -> Any:
+    """What :func:`decode` decodes: a path's bytes (see :func:`read_file`), or the item.
+
+    Raises
+    ------
+    ImageDecodeError
+        When the path cannot be read, naming ``index``, the path and the cause.
+    """
+    if not isinstance(item, (str, os.PathLike)):
+        return item
+    try:
+        return read_file(item)
+    except Exception as err:
+        raise _decode_error(index, item, _cause_of(err, item)) from err
+
+
 def decode(
-    item: Any, index: int, *, min_side: int | None = None, header: ImageHeader | None = None
+    item: Any,
+    index: int,
+    *,
+    min_side: int | None = None,
+    header: ImageHeader | None = None,
+    data: bytes | None = None,
 ) -> np.ndarray:
     """Decode one item into an upright ``(H, W, 3)`` uint8 RGB array.
 
@@ -214,6 +258,9 @@ def decode(
         ``PIL.Image.draft``) as far as its short side stays at least ``min_side``.
     header : ImageHeader, optional
         Filled with format, mode and size as they become known.
+    data : bytes, optional
+        The bytes of the path ``item``, already read by :func:`read_item`: these are
+        decoded, and the file is not read again. Messages still name the path.
 
     Raises
     ------
@@ -224,11 +271,13 @@ def decode(
     try:
         if isinstance(item, np.ndarray):
             return array_to_rgb(item, header)
-        with _opened(item) as image:
+        if isinstance(item, (str, os.PathLike)) and data is None:
+            data = read_file(item)
+        with _opened(item if data is None else data) as image:
             owned = image is not item  # never draft (modify) the caller's own PIL image
             return _decode_pil(image, header, min_side if owned else None)
     except Exception as err:  # any failure of one image is that image's, never the call's
-        raise _decode_error(index, item, _cause_of(err, item)) from err
+        raise _decode_error(index, item, _cause_of(err, item, data)) from err
 
 
 def _decode_error(index: int, item: Any, cause: str) -> ImageDecodeError:
@@ -238,26 +287,109 @@ def _decode_error(index: int, item: Any, cause: str) -> ImageDecodeError:
     return error
 
 
+def max_file_bytes() -> int | None:
+    """The most bytes one image file may hold to be read (None: no limit).
+
+    ``max(1 GiB, 8 bytes x PIL.Image.MAX_IMAGE_PIXELS)``: 1 GiB holds every image
+    Pillow accepts by default (89.5 Mpx of uncompressed 16-bit RGBA take 716 MB), and
+    raising ``MAX_IMAGE_PIXELS`` raises it too. With ``MAX_IMAGE_PIXELS = None`` a file
+    is read up to the size it had when opened. A larger file is refused from its size,
+    before a byte is read, so that no file can exhaust memory; bytes passed as the
+    item are not limited.
+    """
+    from PIL import Image
+
+    pixels = Image.MAX_IMAGE_PIXELS
+    if pixels is None:
+        return None
+    return max(_FILE_BYTES_FLOOR, _BYTES_PER_PIXEL_AT_MOST * int(pixels))
+
+
+def read_file(path: str | os.PathLike[str], status: os.stat_result | None = None) -> bytes:
+    """The bytes of one image file, read whole, once, from a regular file only.
+
+    The file's type and size are checked from ``stat`` (``status`` when the caller
+    has it) before it is opened, and again on the open descriptor: FIFOs, devices and
+    sockets are never read, since reading one can block or never end. The read stops
+    at :func:`max_file_bytes`.
+
+    Raises
+    ------
+    OSError or ValueError
+        The cause, for :func:`decode` to report: missing, a directory, not a regular
+        file, empty, too large, unreadable.
+    """
+    if status is None:
+        try:
+            status = os.stat(path)  # one system call answers missing, directory, type and size
+        except FileNotFoundError:
+            raise _Refused(_not_found(Path(path))) from None
+    limit = max_file_bytes()
+    _check_file(status, limit)
+    handle = os.open(path, _OPEN_FLAGS)
+    try:
+        opened = os.fstat(handle)  # the file opened may not be the one stat saw
+        _check_file(opened, limit)
+        return _read_bounded(handle, opened.st_size, limit)
+    finally:
+        os.close(handle)
+
+
+def _check_file(status: os.stat_result, limit: int | None) -> None:
+    mode = status.st_mode
+    if stat.S_ISDIR(mode):
+        raise _Refused("the path is a directory, not an image file")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(mode)), None)
+        kind = kind or f"of type {stat.S_IFMT(mode):#o}"
+        raise _Refused(
+            f"the path is {kind}, not a regular file; only regular files are read "
+            "(read it yourself and pass the bytes)"
+        )
+    if status.st_size == 0:
+        raise _Refused("the file is empty (0 bytes)")
+    if limit is not None and status.st_size > limit:
+        raise _Refused(_too_large(status.st_size, limit))
+
+
+def _read_bounded(handle: int, size: int, limit: int | None) -> bytes:
+    """Read to the end of a file ``size`` bytes long when opened, never past ``limit``.
+
+    One byte more than ``size`` is asked for, to see the end; a file that grew
+    meanwhile is read on, and refused once past ``limit`` (with no limit, it is read
+    up to ``size``).
+    """
+    stop = size if limit is None else limit + 1
+    parts = []
+    total = 0
+    want = min(size + 1, stop)
+    while want > 0 and (block := os.read(handle, want)):
+        parts.append(block)
+        total += len(block)
+        want = min(_READ_BLOCK, stop - total)
+    if limit is not None and total > limit:
+        raise _Refused(_too_large(total, limit, growing=True))
+    return b"".join(parts)  # a single block is returned as it is, not copied
+
+
+def _too_large(size: int, limit: int, growing: bool = False) -> str:
+    what = "the file grew while read, past" if growing else f"the file is {size} bytes, over"
+    return (
+        f"{what} the limit of {limit} bytes on one image file (the larger of 1 GiB and "
+        "8 bytes per pixel of PIL.Image.MAX_IMAGE_PIXELS); if you trust the file, raise "
+        "PIL.Image.MAX_IMAGE_PIXELS"
+    )
+
+
 @contextmanager
 def _opened(item: Any) -> Iterator[Any]:
-    """Open a path or bytes lazily (header only) and close it after; pass PIL images."""
+    """Open bytes lazily (header only) and close them after; pass PIL images."""
     from PIL import Image
 
     if isinstance(item, Image.Image):
         yield item  # the caller's image: loaded, but never drafted nor closed
         return
-    if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        try:
-            status = path.stat()  # one system call answers missing, directory and empty
-        except FileNotFoundError:
-            raise _Refused(_not_found(path)) from None
-        if stat.S_ISDIR(status.st_mode):
-            raise _Refused("the path is a directory, not an image file")
-        if status.st_size == 0:
-            raise _Refused("the file is empty (0 bytes)")
-        source: Any = path
-    elif isinstance(item, (bytes, bytearray, memoryview)):
+    if isinstance(item, (bytes, bytearray, memoryview)):
         if len(item) == 0:
             raise _Refused("the bytes are empty (0 bytes)")
         source = io.BytesIO(bytes(item))
@@ -326,7 +458,7 @@ def _refuse_bomb(size: tuple[int, int], limit: int | None) -> None:
         )
 
 
-def _cause_of(err: BaseException, item: Any) -> str:
+def _cause_of(err: BaseException, item: Any, data: bytes | None = None) -> str:
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(err, _Refused):
@@ -344,7 +476,7 @@ def _cause_of(err: BaseException, item: Any) -> str:
     if isinstance(err, IsADirectoryError):
         return "the path is a directory, not an image file"
     if isinstance(err, UnidentifiedImageError):
-        return "cannot identify image file: " + _guess_content(item)
+        return "cannot identify image file: " + _guess_content(item if data is None else data)
     if isinstance(err, MemoryError):
         return "not enough memory to decode the image"
     text = str(err).rstrip(".")
@@ -356,15 +488,11 @@ def _cause_of(err: BaseException, item: Any) -> str:
 _PRINTABLE = frozenset(string.printable.encode())
 
 
-def _guess_content(item: Any) -> str:
+def _guess_content(data: Any) -> str:
     """Why Pillow did not recognise the bytes, from their first few."""
     try:
-        if isinstance(item, (str, os.PathLike)):
-            with open(item, "rb") as file:
-                head = file.read(64)
-        else:
-            head = bytes(item[:64])
-    except (OSError, TypeError):
+        head = bytes(data[:64])
+    except TypeError:
         return "not an image format Pillow can read"
     stripped = head.lstrip()
     if stripped[:1] == b"<":

@@ -15,7 +15,7 @@ from the builtin that ``except`` clauses already catch::
 
     SkfeatWarning(UserWarning)
     ├── ImageDecodeWarning                               some images failed, rows kept
-    ├── CacheWarning                                     the activation cache could not be written
+    ├── CacheWarning                                     cache not written, or damaged entries
     └── DeviceWarning                                    requested device/precision not usable
 
 Examples
@@ -199,7 +199,10 @@ class DeviceWarning(SkfeatWarning):
 
 
 class CacheWarning(SkfeatWarning):
-    """The activation cache could not store features; they are returned all the same.
+    """The activation cache could not store features, or found damaged entries.
+
+    The features returned are correct all the same: unstored ones were computed, and
+    damaged entries were removed and recomputed.
 
     Examples
     --------

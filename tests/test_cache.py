@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import pickle
 import subprocess
@@ -24,6 +25,7 @@ from skfeat import ActivationCache, PretrainedCNNFeaturizer
 from skfeat._cache import resolve_cache
 from skfeat._cache._cached import featurize_cached
 from skfeat._cache._keys import (
+    CACHE_FORMAT,
     compute_signature,
     content_key,
     default_cache_directory,
@@ -411,17 +413,31 @@ def test_write_failure_warns_and_returns_features(tiny_model, random_images, tmp
 
 def test_entry_format_round_trips_and_rejects_damage():
     entry = {"layer1|avg": np.arange(5, dtype=np.float32), "penultimate|avg": np.ones(3, "f4")}
-    data = encode_entry(entry)
-    decoded = decode_entry(data)
+    data = encode_entry(entry, key="ab12", namespace="n1")
+    assert data.startswith(b"SKFC\x02")  # format 2: entries record their key and namespace
+    assert f"format={CACHE_FORMAT}" in compute_signature() and CACHE_FORMAT == 2
+    decoded = decode_entry(data, key="ab12", namespace="n1")
     assert decoded.keys() == entry.keys()
     for name in entry:
         np.testing.assert_array_equal(decoded[name], entry[name])
+    assert decode_entry(data) is not None
+    assert decode_entry(data, key="ab13") is None  # another image's entry
+    assert decode_entry(data, namespace="n2") is None  # another computation's
+    assert decode_entry(b"SKFC\x01" + data[5:]) is None  # the format before
     assert decode_entry(data[:-1]) is None
     assert decode_entry(data[: len(data) // 2]) is None
     assert decode_entry(b"") is None
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0xFF
     assert decode_entry(bytes(flipped)) is None
+    length = int.from_bytes(data[5:9], "little")  # no pickle: a JSON header, raw floats
+    assert json.loads(data[9 : 9 + length]) == {
+        "key": "ab12",
+        "namespace": "n1",
+        "names": ["layer1|avg", "penultimate|avg"],
+        "sizes": [5, 3],
+    }
+    assert len(data) == 9 + length + 4 * 8 + 16
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
@@ -438,12 +454,13 @@ def test_corrupt_entry_is_recomputed(counted_model, random_images, tmp_path, dam
         victim.write_bytes(data[:40] + bytes([data[40] ^ 1]) + data[41:])
     else:
         victim.write_bytes(b"")
-    again = featurizer.transform(random_images)
+    with pytest.warns(CacheWarning, match=r"^1 damaged entry in the activation cache .*"):
+        again = featurizer.transform(random_images)
     np.testing.assert_array_equal(again, expected)
     assert log.images() == len(random_images) + 1
     stats = cache.stats()
     assert (stats["corrupt"], stats["misses"], stats["entries"]) == (1, 9, 8)
-    assert decode_entry(victim.read_bytes()) is not None  # rewritten whole
+    assert decode_entry(victim.read_bytes(), key=victim.stem) is not None  # rewritten whole
 
 
 @pytest.mark.parametrize("on_disk", [False, True])

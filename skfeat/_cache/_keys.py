@@ -5,6 +5,10 @@ its weights, the preprocessing, and the compute signature (precision, GeM expone
 entry format). The image key names the content: encoded bytes for files and bytes (one
 key for the same file under two paths), dtype, shape and pixels for arrays, mode,
 size, orientation, palette and pixels for PIL images.
+
+A file is read with :func:`skfeat._inputs.read_file` (regular files only, bounded), and
+its digest is remembered for the process by inode, size and times, as make and git do,
+once those times are settled (see :func:`_file_key`).
 """
 
 from __future__ import annotations
@@ -12,25 +16,30 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from skfeat._inputs import read_file
 from skfeat._pooling import GEM_P
 
 __all__ = [
     "CACHE_FORMAT",
+    "bytes_key",
     "compute_signature",
     "content_key",
     "default_cache_directory",
     "namespace_key",
 ]
 
-CACHE_FORMAT = 1
-_READ_BLOCK = 1 << 20
+CACHE_FORMAT = 2
 _FILE_DIGESTS_MAX = 100_000
+# Two writes within one tick of a file system's clock leave the same times: up to 2 s
+# (FAT), a few ms (ext4). A digest is remembered only for a file unchanged that long.
+_SETTLED_NS = 2 * 10**9
 
 
 def compute_signature(precision: str = "fp32") -> str:
@@ -69,7 +78,7 @@ def content_key(item: Any) -> str | None:
         if isinstance(item, (str, os.PathLike)):
             return _file_key(os.fspath(item))
         if isinstance(item, (bytes, bytearray, memoryview)):
-            return _digest(b"encoded", bytes(item))
+            return bytes_key(bytes(item))
         if isinstance(item, np.ndarray):
             header = f"{item.dtype.str}{item.shape}".encode()
             return _digest(b"array", header, np.ascontiguousarray(item).tobytes())
@@ -82,6 +91,11 @@ def content_key(item: Any) -> str | None:
     return None
 
 
+def bytes_key(data: bytes) -> str:
+    """The key of encoded image bytes: a file and its bytes share it."""
+    return _digest(b"encoded", data)
+
+
 def _digest(*parts: bytes) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for part in parts:
@@ -90,33 +104,37 @@ def _digest(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _times(info: os.stat_result) -> tuple[int, ...]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 def _file_key(path: str) -> str:
-    info = os.stat(path)
-    # Hashing is skipped only for a file this process already hashed and that has
-    # not changed since (same inode, size and times), as make and git do.
-    identity = (
-        os.path.realpath(path),
-        info.st_ino,
-        info.st_size,
-        info.st_mtime_ns,
-        info.st_ctime_ns,
-    )
+    """The key of a file's bytes, read through :func:`read_file`.
+
+    Hashing is skipped only for a file this process already hashed and that has not
+    changed since (same inode, size and times). A digest is remembered only when the
+    file's times did not change while it was read and are older than the file
+    system's clock can blur (``_SETTLED_NS``): a file written twice within one tick
+    keeps its times, so a younger one is hashed at every look-up.
+    """
+    before = os.stat(path)
+    identity = (os.path.realpath(path), *_times(before))
     with _FILE_DIGESTS_LOCK:
         known = _FILE_DIGESTS.get(identity)
     if known is not None:
         return known
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(len(b"encoded").to_bytes(8, "little") + b"encoded")
-    with open(path, "rb") as handle:
-        # Laid out as _digest(b"encoded", data): a file and its bytes share a key.
-        digest.update(os.fstat(handle.fileno()).st_size.to_bytes(8, "little"))
-        while block := handle.read(_READ_BLOCK):
-            digest.update(block)
-    key = digest.hexdigest()
-    with _FILE_DIGESTS_LOCK:
-        _FILE_DIGESTS[identity] = key
-        if len(_FILE_DIGESTS) > _FILE_DIGESTS_MAX:
-            _FILE_DIGESTS.popitem(last=False)
+    now = _now_ns()
+    key = bytes_key(read_file(path, before))
+    settled = now - max(before.st_mtime_ns, before.st_ctime_ns) > _SETTLED_NS
+    if settled and _times(os.stat(path)) == identity[1:]:
+        with _FILE_DIGESTS_LOCK:
+            _FILE_DIGESTS[identity] = key
+            if len(_FILE_DIGESTS) > _FILE_DIGESTS_MAX:
+                _FILE_DIGESTS.popitem(last=False)
     return key
 
 

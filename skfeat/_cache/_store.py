@@ -11,11 +11,16 @@ store in a process, and joblib or Dask workers share an on-disk one. Handles to 
 same store in one process share their counters and, in memory, their contents.
 
 On disk, each entry is one file ``<directory>/<namespace>/<2 hex>/<image key>.skfc``
-holding a small JSON header, the float32 payload and a BLAKE2b checksum. Files are
-written to a temporary name and renamed into place, so readers never see half an
-entry and concurrent writers of the same entry are safe. A truncated or corrupt file
-is detected on read, removed and recomputed. Hits refresh the file's modification
-time, which orders eviction (least recently used first) when ``max_bytes`` is exceeded.
+holding a small JSON header (its image key, its namespace, the names and widths of its
+vectors), the float32 payload and a BLAKE2b checksum; no pickle. Files are written to a
+temporary name and renamed into place, so readers never see half an entry and
+concurrent writers of the same entry are safe. An entry file is read only if it is a
+regular file of the length its header implies, so a FIFO or a device put in its place
+can neither block nor flood the reader. A damaged entry (truncated, altered, another
+image's or another namespace's, a vector of the wrong width, a NaN or an infinity,
+which are never stored) is detected on read, removed, counted and recomputed. Hits
+refresh the file's modification time, which orders eviction (least recently used
+first) when ``max_bytes`` is exceeded.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import struct
 import tempfile
 import threading
@@ -44,9 +50,15 @@ __all__ = ["DEFAULT_MAX_BYTES", "ENTRY_SUFFIX", "ActivationCache", "Entry", "res
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 ENTRY_SUFFIX = ".skfc"
-_MAGIC = b"SKFC\x01"
+_MAGIC = b"SKFC\x02"  # the entry format, CACHE_FORMAT in skfeat._cache._keys
 _HEADER_LENGTH = struct.Struct("<I")
+_PREFIX_SIZE = len(_MAGIC) + _HEADER_LENGTH.size
+_MAX_HEADER = 1 << 20  # far above the largest header (names and widths of every stage)
 _DIGEST_SIZE = 16
+_FLOAT_SIZE = 4
+# O_NONBLOCK: a FIFO swapped in for an entry must not make the open wait for a writer.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS |= getattr(os, "O_BINARY", 0)
 _TEMP_PREFIX = ".tmp-"
 _STALE_TEMP_SECONDS = 3600.0
 _EVICT_TO = 0.9  # evict down to this fraction of max_bytes, so eviction runs rarely
@@ -274,11 +286,41 @@ class ActivationCache:
             self._state.hits += hits
             self._state.misses += misses
 
-    def _get_many(self, namespace: str, keys: Iterable[str]) -> list[Entry | None]:
-        """The entry of each image key, or None where there is none (or it was damaged)."""
-        if self._directory is None:
-            return [self._memory_get(namespace, key) for key in keys]
-        return [self._disk_get(namespace, key) for key in keys]
+    def _get_many(
+        self, namespace: str, keys: Iterable[str], widths: Mapping[str, int] | None = None
+    ) -> tuple[list[Entry | None], int]:
+        """The entry of each image key (None where there is none), and how many were damaged.
+
+        A damaged entry is removed, counted in ``stats()["corrupt"]`` and given as
+        None, to be recomputed: one that holds a vector whose width is not the one
+        ``widths`` gives for its name and, on disk, one that is not a regular file,
+        cannot be parsed, fails its checksum, is another key's or another
+        namespace's, or holds a NaN or an infinity (rows that are not finite are
+        never stored).
+        """
+        read = self._memory_get if self._directory is None else self._disk_get
+        entries: list[Entry | None] = []
+        damaged = 0
+        for key in keys:
+            entry = read(namespace, key)
+            if isinstance(entry, _Damaged) or (entry is not None and not _intact(entry, widths)):
+                self._discard(namespace, key)
+                damaged += 1
+                entry = None
+            entries.append(entry)
+        return entries, damaged
+
+    def _discard(self, namespace: str, key: str) -> None:
+        """Remove a damaged entry and count it."""
+        state = self._state
+        with state.lock:
+            state.corrupt += 1
+            if self._directory is None:
+                old = state.memory.pop((namespace, key), None)
+                if old is not None:
+                    state.memory_bytes -= _entry_nbytes(old)
+        if self._directory is not None:
+            _remove(self._entry_path(namespace, key))
 
     def _put_many(self, namespace: str, entries: Mapping[str, Entry]) -> None:
         """Store entries (replacing older ones), then evict down to ``max_bytes``.
@@ -358,20 +400,19 @@ class ActivationCache:
         assert self._directory is not None
         return self._directory / namespace / key[:2] / f"{key}{ENTRY_SUFFIX}"
 
-    def _disk_get(self, namespace: str, key: str) -> Entry | None:
+    def _disk_get(self, namespace: str, key: str) -> Entry | _Damaged | None:
         path = self._entry_path(namespace, key)
         try:
-            data = path.read_bytes()
+            data, header = _read_entry_file(path)
         except FileNotFoundError:
             return None
+        except _Damaged as damaged:
+            return damaged
         except OSError:
             return None  # unreadable: recompute rather than fail
-        entry = decode_entry(data)
+        entry = _entry_of(data, header, key, namespace)
         if entry is None:
-            with self._state.lock:
-                self._state.corrupt += 1
-            _remove(path)
-            return None
+            return _Damaged()
         try:
             os.utime(path)  # the modification time orders eviction: this one was just used
         except OSError:
@@ -381,7 +422,7 @@ class ActivationCache:
     def _disk_put(self, namespace: str, key: str, entry: Entry) -> int:
         path = self._entry_path(namespace, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = encode_entry(entry)
+        data = encode_entry(entry, key=key, namespace=namespace)
         _atomic_write(path, data)
         return len(data)
 
@@ -418,6 +459,57 @@ class ActivationCache:
             self._state.evictions += evicted
 
 
+class _Damaged(Exception):
+    """An entry file that is not an entry: raised while reading, returned after."""
+
+
+def _read_entry_file(path: Path) -> tuple[bytes, tuple[int, dict[str, Any]]]:
+    """An entry file's bytes and header, read only from a regular file of the length its
+    header implies.
+
+    Raises
+    ------
+    _Damaged
+        When the file is not a regular file, or its length is not the one its
+        header implies (its header is read first, at most ``_MAX_HEADER`` bytes).
+    OSError
+        When it cannot be opened (FileNotFoundError: there is no entry).
+    """
+    handle = os.open(path, _OPEN_FLAGS)
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Damaged(path)
+        size = info.st_size
+        data = _read_up_to(handle, min(size, _PREFIX_SIZE + _MAX_HEADER))
+        header = _read_header(data)
+        if header is None or _entry_size(*header) != size:
+            raise _Damaged(path)
+        if len(data) < size:
+            data += _read_up_to(handle, size - len(data))
+        if len(data) != size:
+            raise _Damaged(path)  # shrank while read
+        return data, header
+    finally:
+        os.close(handle)
+
+
+def _read_up_to(handle: int, size: int) -> bytes:
+    parts = []
+    total = 0
+    while total < size and (block := os.read(handle, size - total)):
+        parts.append(block)
+        total += len(block)
+    return b"".join(parts)
+
+
+def _intact(entry: Entry, widths: Mapping[str, int] | None) -> bool:
+    """Whether every vector has the width ``widths`` gives for its name (where it does)."""
+    if widths is None:
+        return True
+    return all(vector.size == widths.get(name, vector.size) for name, vector in entry.items())
+
+
 @dataclass(frozen=True)
 class _File:
     path: str
@@ -449,37 +541,84 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def encode_entry(entry: Mapping[str, np.ndarray]) -> bytes:
-    """Serialise an entry: magic, header length, JSON header, float32 payload, checksum."""
+def encode_entry(entry: Mapping[str, np.ndarray], *, key: str, namespace: str) -> bytes:
+    """Serialise an entry: magic, header length, JSON header, float32 payload, checksum.
+
+    The header records the image key and the namespace the entry belongs to, and the
+    name and width of each vector, so that a read can tell it is this image's.
+    """
     names = sorted(entry)
     vectors = [np.ascontiguousarray(entry[name], dtype="<f4").reshape(-1) for name in names]
-    header = json.dumps({"names": names, "sizes": [int(v.size) for v in vectors]}).encode()
-    body = header + b"".join(vector.tobytes() for vector in vectors)
+    header = {
+        "key": key,
+        "namespace": namespace,
+        "names": names,
+        "sizes": [int(vector.size) for vector in vectors],
+    }
+    text = json.dumps(header).encode()
+    body = text + b"".join(vector.tobytes() for vector in vectors)
     digest = hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest()
-    return _MAGIC + _HEADER_LENGTH.pack(len(header)) + body + digest
+    return _MAGIC + _HEADER_LENGTH.pack(len(text)) + body + digest
 
 
-def decode_entry(data: bytes) -> Entry | None:
-    """Parse :func:`encode_entry`'s bytes; None when they are truncated or damaged."""
-    prefix = len(_MAGIC) + _HEADER_LENGTH.size
-    if len(data) < prefix + _DIGEST_SIZE or not data.startswith(_MAGIC):
+def decode_entry(
+    data: bytes, *, key: str | None = None, namespace: str | None = None
+) -> Entry | None:
+    """Parse :func:`encode_entry`'s bytes; None when they are truncated or damaged.
+
+    Damaged includes a NaN or an infinity (never stored) and, with ``key`` or
+    ``namespace``, an entry that records others (a file copied over another's).
+    """
+    header = _read_header(data)
+    if header is None or _entry_size(*header) != len(data):
         return None
-    body, digest = data[prefix:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
-    if hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest() != digest:
+    return _entry_of(data, header, key, namespace)
+
+
+def _read_header(data: bytes) -> tuple[int, dict[str, Any]] | None:
+    """The length and fields of the JSON header ``data`` begins with; None if it has none."""
+    if len(data) < _PREFIX_SIZE or not data.startswith(_MAGIC):
         return None
-    (header_length,) = _HEADER_LENGTH.unpack_from(data, len(_MAGIC))
+    (length,) = _HEADER_LENGTH.unpack_from(data, len(_MAGIC))
+    if len(data) < _PREFIX_SIZE + length:
+        return None  # a header longer than the file, or than _MAX_HEADER
     try:
-        header = json.loads(body[:header_length])
-        names, sizes = list(header["names"]), [int(size) for size in header["sizes"]]
+        header = json.loads(data[_PREFIX_SIZE : _PREFIX_SIZE + length])
+        names, sizes = header["names"], header["sizes"]
+        strings = [header["key"], header["namespace"], *names]
     except (ValueError, KeyError, TypeError):
         return None
-    payload = np.frombuffer(body, dtype="<f4", offset=header_length)
-    if len(names) != len(sizes) or payload.size != sum(sizes):
+    if not all(isinstance(text, str) for text in strings) or len(names) != len(sizes):
         return None
+    if not all(type(size) is int and size >= 0 for size in sizes):
+        return None
+    return length, header
+
+
+def _entry_size(length: int, header: dict[str, Any]) -> int:
+    return _PREFIX_SIZE + length + _FLOAT_SIZE * sum(header["sizes"]) + _DIGEST_SIZE
+
+
+def _entry_of(
+    data: bytes, header: tuple[int, dict[str, Any]], key: str | None, namespace: str | None
+) -> Entry | None:
+    """The vectors of an entry of the right size, once its checksum and fields are checked."""
+    length, fields = header
+    body = memoryview(data)[_PREFIX_SIZE:-_DIGEST_SIZE]
+    if hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest() != data[-_DIGEST_SIZE:]:
+        return None
+    if (key is not None and fields["key"] != key) or (
+        namespace is not None and fields["namespace"] != namespace
+    ):
+        return None
+    payload = np.frombuffer(data, dtype="<f4", offset=_PREFIX_SIZE + length)[: sum(fields["sizes"])]
+    if not np.isfinite(payload).all():
+        return None
+    values = payload.astype(np.float32)  # one copy, in native byte order
     entry: Entry = {}
     start = 0
-    for name, size in zip(names, sizes, strict=True):
-        entry[name] = payload[start : start + size].astype(np.float32)
+    for name, size in zip(fields["names"], fields["sizes"], strict=True):
+        entry[name] = values[start : start + size]
         start += size
     return entry
 

@@ -5,8 +5,9 @@ and pooled rows are written into a preallocated output, so memory does not grow 
 the number of images. What makes it fast, each measured on the project's 2-core AVX2
 machine (figures in ``docs/benchmarks.md``):
 
-* decode overlaps inference: ``n_jobs`` threads decode and resize while the model
-  runs (threads, not processes: nothing to pickle, no copy of torch per worker);
+* decode overlaps inference: ``n_jobs`` threads read, decode and resize while the
+  model runs (threads, not processes: nothing to pickle, no copy of torch per worker);
+  a file is read once, and those bytes are decoded (and, with a cache, keyed);
 * JPEGs are decoded at reduced DCT scale when that keeps the short side at least
   three times the resize target (see :func:`skfeat._preprocess.draft_min_side`), then
   resized as uint8 tensors;
@@ -22,8 +23,9 @@ machine (figures in ``docs/benchmarks.md``):
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from skfeat._extract import LOGITS, extract
-from skfeat._inputs import decode
+from skfeat._inputs import decode, read_item
 from skfeat._plan import RunPlan
 from skfeat._preprocess import DataConfig, draft_min_side, normalize_batch, resize_and_crop
 from skfeat._runtime._precision import autocast_dtype
@@ -55,9 +57,30 @@ class Failure:
     error: ImageDecodeError
 
 
-def _prepare_one(item: Any, index: int, config: DataConfig, keep_going: bool, min_side: int) -> Any:
+OnRead = Callable[[int, bytes], None]
+
+
+def _read(item: Any, index: int, on_read: Callable[[bytes], None] | None) -> bytes | None:
+    """A path's bytes, read once and shown to ``on_read``; None for in-memory items."""
+    source = read_item(item, index)
+    if source is item:
+        return None
+    if on_read is not None:
+        on_read(source)
+    return source
+
+
+def _prepare_one(
+    item: Any,
+    index: int,
+    config: DataConfig,
+    keep_going: bool,
+    min_side: int,
+    on_read: Callable[[bytes], None] | None = None,
+) -> Any:
     try:
-        return resize_and_crop(decode(item, index, min_side=min_side), config)
+        data = _read(item, index, on_read)
+        return resize_and_crop(decode(item, index, min_side=min_side, data=data), config)
     except ImageDecodeError as error:
         if not keep_going:
             raise
@@ -69,6 +92,7 @@ def featurize(
     items: Sequence[Any],
     settings: RunSettings,
     positions: Sequence[int] | None = None,
+    on_read: OnRead | None = None,
 ) -> tuple[np.ndarray, list[Failure]]:
     """Compute the ``(len(items), plan.n_features)`` float32 matrix, row i for item i.
 
@@ -81,6 +105,9 @@ def featurize(
     in ``items``), so errors and failures name the image as the user numbered it when
     only some items are computed (the activation cache's misses). Neither the batch
     size nor the precision changes which row holds which image.
+
+    ``on_read(row, data)`` is called, in a decoding thread, with the bytes of each
+    file as read, before they are decoded: the cache keys the row by them.
     """
     backend, config = plan.backend, plan.data_config
     prepared = get_model(backend, settings.device, plan.classifier)
@@ -120,7 +147,15 @@ def featurize(
             if start is not None:
                 stop = min(start + size, n_images)
                 futures = [
-                    pool.submit(_prepare_one, items[i], labels[i], config, keep_going, min_side)
+                    pool.submit(
+                        _prepare_one,
+                        items[i],
+                        labels[i],
+                        config,
+                        keep_going,
+                        min_side,
+                        None if on_read is None else functools.partial(on_read, i),
+                    )
                     for i in range(start, stop)
                 ]
                 pending.append((start, futures))
