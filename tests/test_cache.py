@@ -454,8 +454,9 @@ def test_corrupt_entry_is_recomputed(counted_model, random_images, tmp_path, dam
         victim.write_bytes(data[:40] + bytes([data[40] ^ 1]) + data[41:])
     else:
         victim.write_bytes(b"")
-    with pytest.warns(CacheWarning, match=r"^1 damaged entry in the activation cache .*"):
+    with pytest.warns(CacheWarning, match=r"^1 damaged entry in the activation cache .*") as seen:
         again = featurizer.transform(random_images)
+    assert [w.filename for w in seen] == [__file__]  # once, at the caller's line
     np.testing.assert_array_equal(again, expected)
     assert log.images() == len(random_images) + 1
     stats = cache.stats()

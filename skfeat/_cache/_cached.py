@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,13 +33,12 @@ from skfeat._plan import RunPlan, Target
 from skfeat._pooling import pooled_width, stored_components
 from skfeat._runtime._engine import Failure, featurize
 from skfeat._runtime._settings import RunSettings
+from skfeat._warnings import warn_at_caller
 from skfeat.exceptions import CacheWarning
 
 __all__ = ["featurize_cached"]
 
 _CHUNK = 1024  # misses computed and stored per engine call: bounds memory, keeps progress
-# A warning raised by a function that featurize_cached calls names transform's caller.
-_STACKLEVEL = 5
 
 Component = tuple[LayerInfo, str]
 
@@ -212,12 +210,11 @@ def _store(
         cache._describe(namespace, description)
         cache._put_many(namespace, entries)
     except OSError as err:
-        warnings.warn(
+        warn_at_caller(
             f"Could not write to the activation cache {cache!r} ({type(err).__name__}: "
             f"{err}). The features are correct but were not stored; free space or pass a "
             "writable directory as cache=.",
             CacheWarning,
-            stacklevel=_STACKLEVEL + 1,  # called from _Misses.compute
         )
         return False
     return True
@@ -225,11 +222,10 @@ def _store(
 
 def _warn_damaged(cache: ActivationCache, damaged: int) -> None:
     entries = "entry" if damaged == 1 else "entries"
-    warnings.warn(
+    warn_at_caller(
         f"{damaged} damaged {entries} in the activation cache {cache!r} (truncated, altered, "
         "or not the entry of its image) removed and recomputed; the features returned are "
         "correct. If this recurs, check the disk, and that no other program writes into "
         "the cache directory.",
         CacheWarning,
-        stacklevel=_STACKLEVEL,
     )
