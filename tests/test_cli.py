@@ -529,7 +529,9 @@ def test_console_script_resumes_after_being_killed(tmp_path, suffix):
 def test_console_script_layers():
     result = run_cli("layers", "resnet18", "--depth", "1")
     assert result.returncode == 0, result.stderr
-    assert "layer4       512x7x7        512   512  512    1024    25088" in result.stdout
+    assert "layer4       map     512x7x7        512   512  512    1024    -       -    25088" in (
+        result.stdout
+    )
 
 
 @pytest.mark.slow
