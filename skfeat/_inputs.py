@@ -15,13 +15,17 @@ naming the item and the cause. The decode policy:
 - HEIC (``pillow-heif``) and AVIF (``pillow-avif-plugin``) are read when those
   Pillow plugins are installed.
 
+With ``decoder="simplejpeg"`` the pixels of YCbCr and grey JPEGs are decoded by
+simplejpeg (:mod:`skfeat._jpeg`) instead of Pillow, under the same policy: the header,
+its checks and every failure stay Pillow's.
+
 A path is read whole into memory, once (:func:`read_file`), and those bytes are what
 is decoded, and what the activation cache keys, so a file replaced meanwhile can never
 give one content's pixels under another's key. Only regular files are read: a FIFO, a
 device or a socket is refused from its ``stat``, before it is opened, since reading
 one could block or never end. One file is read up to :func:`max_file_bytes`.
 
-Only numpy and Pillow are used here.
+Only numpy and Pillow are used here (and simplejpeg, when asked for).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import numpy as np
 from skfeat.exceptions import ImageDecodeError, ImageDecodeWarning, InvalidInputError
 
 __all__ = [
+    "DECODERS",
     "ImageHeader",
     "array_to_rgb",
     "as_items",
@@ -58,6 +63,7 @@ __all__ = [
     "with_on_error_hint",
 ]
 
+DECODERS = ("pil", "simplejpeg")  # what may decode the pixels of a file
 _WHITE = 255.0
 _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -244,6 +250,7 @@ def decode(
     min_side: int | None = None,
     header: ImageHeader | None = None,
     data: bytes | None = None,
+    decoder: str = "pil",
 ) -> np.ndarray:
     """Decode one item into an upright ``(H, W, 3)`` uint8 RGB array.
 
@@ -261,21 +268,40 @@ def decode(
     data : bytes, optional
         The bytes of the path ``item``, already read by :func:`read_item`: these are
         decoded, and the file is not read again. Messages still name the path.
+    decoder : {"pil", "simplejpeg"}, default="pil"
+        What decodes the pixels of a file or bytes. ``"simplejpeg"`` decodes YCbCr and
+        grey JPEGs with simplejpeg (libjpeg-turbo), at the same DCT scale as Pillow's
+        draft; Pillow still reads the header (format, size, EXIF orientation, the
+        decompression-bomb check), and decodes everything else: CMYK and YCCK JPEGs,
+        other formats, and any JPEG simplejpeg fails on, so that failures and their
+        messages are Pillow's. PIL images and arrays ignore it.
 
     Raises
     ------
     ImageDecodeError
         Naming ``index``, the path or type, and the cause.
+    ValueError
+        When ``decoder`` is not one of ``DECODERS``.
+    MissingDependencyError
+        When ``decoder="simplejpeg"`` and simplejpeg is not installed.
     """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
+    if decoder == "simplejpeg":
+        from skfeat import _jpeg
+
+        _jpeg.load()  # a missing module is the call's error, not one image's
     header = ImageHeader() if header is None else header
     try:
         if isinstance(item, np.ndarray):
             return array_to_rgb(item, header)
         if isinstance(item, (str, os.PathLike)) and data is None:
             data = read_file(item)
-        with _opened(item if data is None else data) as image:
-            owned = image is not item  # never draft (modify) the caller's own PIL image
-            return _decode_pil(image, header, min_side if owned else None)
+        source = item if data is None else data
+        with _opened(source) as image:
+            if image is item:  # the caller's own PIL image: never drafted (modified)
+                return _decode_pil(image, header, None)
+            return _decode_pil(image, header, min_side, source if decoder != "pil" else None)
     except Exception as err:  # any failure of one image is that image's, never the call's
         raise _decode_error(index, item, _cause_of(err, item, data)) from err
 
@@ -431,12 +457,20 @@ def _register_plugins() -> tuple[str, ...]:
     return tuple(registered)
 
 
-def _decode_pil(image: Any, header: ImageHeader, min_side: int | None) -> np.ndarray:
+def _decode_pil(
+    image: Any, header: ImageHeader, min_side: int | None, jpeg_data: Any = None
+) -> np.ndarray:
+    """Decode an opened image; ``jpeg_data``: its bytes, for simplejpeg to try first."""
     from PIL import Image
 
     header.format, header.mode = image.format, image.mode
     header.width, header.height = image.size
     _refuse_bomb(image.size, Image.MAX_IMAGE_PIXELS)
+    if jpeg_data is not None and image.format == "JPEG":
+        rgb = _decode_simplejpeg(image, jpeg_data, min_side)
+        if rgb is not None:
+            header.height, header.width = rgb.shape[:2]
+            return rgb
     if min_side and image.format == "JPEG":
         # Pillow picks the largest scale in (8, 4, 2, 1) that keeps both sides >= min_side.
         image.draft(None, (min_side, min_side))
@@ -444,6 +478,19 @@ def _decode_pil(image: Any, header: ImageHeader, min_side: int | None) -> np.nda
     rgb = pil_to_rgb(image)
     header.height, header.width = rgb.shape[:2]
     return rgb
+
+
+def _decode_simplejpeg(image: Any, data: Any, min_side: int | None) -> np.ndarray | None:
+    """Upright RGB from simplejpeg, or None: the file is Pillow's to decode (or fail on)."""
+    from skfeat import _jpeg
+
+    if image.mode not in _jpeg.FAST_MODES:  # CMYK and YCCK: Pillow's conversion
+        return None
+    try:
+        rgb = _jpeg.decode_rgb(data, image.width, image.height, min_side)
+    except Exception:  # truncated, corrupt, unsupported: Pillow decides, with its message
+        return None
+    return _upright(rgb, _orientation(image))
 
 
 def _refuse_bomb(size: tuple[int, int], limit: int | None) -> None:
@@ -546,6 +593,11 @@ def pil_to_rgb(image: Any) -> np.ndarray:
     else:
         # L, 1, CMYK (Adobe-inverted and YCCK JPEGs included), YCbCr...: Pillow's conversion.
         rgb = np.asarray(image if mode == "RGB" else image.convert("RGB"))
+    return _upright(rgb, orientation)
+
+
+def _upright(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels turned upright per EXIF ``orientation``, C-contiguous."""
     if orientation in _TO_UPRIGHT:
         rgb = _TO_UPRIGHT[orientation](rgb)
     return np.ascontiguousarray(rgb)
