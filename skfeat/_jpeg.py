@@ -28,6 +28,7 @@ __all__ = ["FAST_MODES", "available", "decode_rgb", "draft_scale", "load"]
 
 FAST_MODES = ("RGB", "L")  # Pillow's modes of the JPEGs decoded here; CMYK stays with Pillow
 _DRAFT_SCALES = (8, 4, 2)  # PIL.Image.draft's reductions; libjpeg-turbo's 3/8, 5/8... are not used
+_ONE_BLOCK = 8
 
 
 @functools.cache
@@ -105,10 +106,14 @@ def decode_rgb(data: bytes, width: int, height: int, min_side: int | None) -> np
     ------
     ValueError
         When libjpeg-turbo reports an error or a warning (``strict=True``: a truncated
-        or corrupt file), or picks another size than Pillow's; the caller then lets
-        Pillow decode the file.
+        or corrupt file), or could not scale as Pillow does (images under 8 px); the
+        caller then lets Pillow decode the file.
     """
     scale = draft_scale(width, height, min_side)
+    if scale > 1 and max(width, height) < _ONE_BLOCK:
+        # libjpeg-turbo decodes at the smallest eighth that reaches the size asked for;
+        # from 8 px up that is 1/scale, below it can be 3/8 where Pillow's draft has 1/2.
+        raise ValueError(f"a {width}x{height} JPEG is scaled by Pillow, not simplejpeg")
     wanted = (-(-height // scale), -(-width // scale))
     minimum = wanted if scale > 1 else (0, 0)  # 0: decode at full size
     pixels = load().decode_jpeg(
@@ -120,6 +125,6 @@ def decode_rgb(data: bytes, width: int, height: int, min_side: int | None) -> np
         min_width=minimum[1],
         strict=True,
     )
-    if pixels.shape[:2] != wanted:  # a few-pixel image can reach a smaller 1/8 step
+    if pixels.shape[:2] != wanted:  # its header disagrees with Pillow's: Pillow decodes
         raise ValueError(f"decoded at {pixels.shape[:2]}, expected {wanted}")
     return pixels
