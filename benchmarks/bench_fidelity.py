@@ -1,6 +1,6 @@
-"""Are the engine's shortcuts faithful? Draft JPEG decode and reduced precision vs fp32.
+"""Are the engine's shortcuts faithful? Draft JPEG decode, the JPEG decoder, reduced precision.
 
-Two measurements with real pretrained weights, both printed as Markdown tables:
+Three measurements with real pretrained weights, each printed as a Markdown table:
 
 ``draft``
     EfficientNet-Lite0 (packaged ImageNet weights) features of JPEGs decoded in full
@@ -8,6 +8,15 @@ Two measurements with real pretrained weights, both printed as Markdown tables:
     engine's rule (short side >= 2 x resize) and under a looser one (>= 1 x resize),
     on the bundled flower photos and on large photos generated from scikit-learn's
     sample images (1024-4000 px). Per-image cosine similarity, and decode time.
+
+``decoder``
+    EfficientNet-Lite0 features with ``decoder="pil"`` and ``decoder="simplejpeg"``
+    (both at the engine's draft rule, short side >= 3 x resize), and with simplejpeg
+    left to pick libjpeg-turbo's finest eighth (3/8, 5/8...) instead of Pillow's 1/2,
+    1/4, 1/8, each against the canonical recipe (full decode with Pillow, Resize,
+    CenterCrop), on ``flowers5-128-ccby`` (``--per-class`` images per class) and on a
+    generated corpus (``make_corpus.py``, ``--corpus-n`` files, with 3000-4000 px JPEGs
+    that are DCT-scaled). Per-image cosine similarity, and how many files were scaled.
 
 ``precision``
     Features in bf16 and fp16 autocast against fp32, for EfficientNet-Lite0 and the
@@ -21,11 +30,16 @@ Usage, from the repository root::
     PYTHONPATH=$PWD python benchmarks/bench_fidelity.py --part all \\
         --flowers ../shared/data/flowers5-128-ccby \\
         --mobilenet-v2 ../shared/weights/mobilenet_v2_features_imagenet_torchvision.pth
+
+The ``decoder`` part needs simplejpeg (``pip install "skfeat[jpeg]"``)::
+
+    PYTHONPATH=$PWD python benchmarks/bench_fidelity.py --part decoder --per-class 100
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import sys
@@ -121,6 +135,99 @@ def run_draft(args: argparse.Namespace) -> None:
             )
 
 
+def decode_finest_eighth(decode, item, index, *, min_side=None, data=None, **options):
+    """As ``decoder="simplejpeg"``, but at libjpeg-turbo's own smallest eighth >= min_side."""
+    import simplejpeg
+    from PIL import Image
+
+    from skfeat._inputs import _orientation, _upright
+
+    data = data if data is not None else item if isinstance(item, bytes) else None
+    if data is None:
+        data = Path(item).read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format != "JPEG" or image.mode not in ("RGB", "L") or not min_side:
+            return decode(item, index, min_side=min_side, data=data, **options)
+        pixels = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_height=min_side, min_width=min_side, strict=True
+        )
+        return _upright(pixels, _orientation(image))
+
+
+def features_with_decode(featurizer, items, variant: str) -> np.ndarray:
+    """Features with the engine's decode swapped for one of the compared variants."""
+    import skfeat._runtime._engine as engine
+
+    original = engine.decode
+
+    def decode(item, index, **options):
+        if variant == "canonical":
+            options.update(min_side=None, decoder="pil")
+        elif variant == "finest eighth":
+            return decode_finest_eighth(original, item, index, **options)
+        else:
+            options["decoder"] = variant
+        return original(item, index, **options)
+
+    engine.decode = decode
+    try:
+        return featurizer.transform(items)
+    finally:
+        engine.decode = original
+
+
+def run_decoder(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from make_corpus import make_corpus
+
+    from skfeat import PretrainedCNNFeaturizer
+    from skfeat._inputs import decode
+    from skfeat._preprocess import draft_min_side
+
+    featurizer = PretrainedCNNFeaturizer("efficientnet_lite0", n_jobs=1).fit([b""])
+    min_side = draft_min_side(featurizer.data_config_)
+    corpus = Path(args.corpus or tempfile.mkdtemp(prefix="skfeat-corpus-"))
+    generated = [str(path) for path in make_corpus(corpus, n=args.corpus_n, seed=0)]
+    flowers, _ = flowers_subset(Path(args.flowers), args.per_class)
+    sets = {
+        f"flowers5-128-ccby ({len(flowers)} photos, 128 px)": flowers,
+        f"generated corpus ({len(generated)} files, make_corpus seed 0)": generated,
+    }
+    print(
+        f"\nEfficientNet-Lite0, draft rule: short side >= {min_side} px; cosine against the "
+        "canonical recipe (full Pillow decode, Resize, CenterCrop)"
+    )
+    print(
+        "\n| images | decode | DCT-scaled | cosine >= 0.999 | min cosine | median cosine | lowest |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, items in sets.items():
+        canonical = features_with_decode(featurizer, items, "canonical")
+        full_shapes = [decode(item, 0).shape for item in items]
+        for variant in ("pil", "simplejpeg", "finest eighth"):
+            if variant == "finest eighth":
+                decode_one = functools.partial(decode_finest_eighth, decode, min_side=min_side)
+            else:
+                decode_one = functools.partial(decode, min_side=min_side, decoder=variant)
+            scaled = sum(
+                decode_one(item, 0).shape != shape
+                for item, shape in zip(items, full_shapes, strict=True)
+            )
+            cos = cosine_rows(canonical, features_with_decode(featurizer, items, variant))
+            label = (
+                "simplejpeg, libjpeg-turbo's finest eighth"
+                if variant == "finest eighth"
+                else (f'decoder="{variant}"')
+            )
+            print(
+                f"| {name} | {label} | {scaled}/{len(items)} | "
+                f"{int((cos >= 0.999).sum())}/{len(items)} | {cos.min():.6f} | "
+                f"{np.median(cos):.6f} | {Path(str(items[int(np.argmin(cos))])).name} |",
+                flush=True,
+            )
+
+
 def flowers_subset(root: Path, per_class: int) -> tuple[list[str], np.ndarray]:
     paths, labels = [], []
     for label, folder in enumerate(sorted(p for p in root.iterdir() if p.is_dir())):
@@ -187,10 +294,12 @@ def run_precision(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("draft", "precision", "all"), default="all")
+    parser.add_argument("--part", choices=("draft", "decoder", "precision", "all"), default="all")
     parser.add_argument("--n-large", type=int, default=24)
     parser.add_argument("--flowers", default="../shared/data/flowers5-128-ccby")
     parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--corpus", default=None, help="folder for make_corpus (default: temp)")
+    parser.add_argument("--corpus-n", type=int, default=160)
     parser.add_argument("--mobilenet-v2", default=None)
     parser.add_argument("--precisions", default="bf16,fp16", help="compared with fp32")
     parser.add_argument("--models", default="efficientnet_lite0,mobilenet_v2")
@@ -203,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.part in ("draft", "all"):
         run_draft(args)
+    if args.part in ("decoder", "all"):
+        run_decoder(args)
     if args.part in ("precision", "all"):
         run_precision(args)
     return 0
