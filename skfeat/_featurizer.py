@@ -27,6 +27,8 @@ from skfeat.exceptions import ImageDecodeError, InvalidInputError
 __all__ = ["PretrainedCNNFeaturizer"]
 
 _ON_ERROR = ("raise", "nan", "zeros")
+_RUNTIMES = ("auto", "torch", "openvino")
+_DECODERS = ("auto", "pil", "simplejpeg")
 
 
 class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
@@ -103,7 +105,8 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         A directory path (or an :class:`~skfeat.ActivationCache` on disk) also shares
         them between processes and sessions; True uses a per-user cache folder;
         an ``ActivationCache()`` without a directory keeps them in memory. Entries
-        are keyed by image content, model, weights, preprocessing and precision.
+        are keyed by image content, model, weights, preprocessing, precision,
+        runtime and decoder.
         On a miss every named pooling (but ``"flatten"``) of the model's usual
         stages is stored too, so a grid search over ``layer`` and ``pooling`` runs
         the backbone about once per image. Callable poolings are not cached.
@@ -166,7 +169,9 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         batch_size: int | str = "auto",
         device: str = "auto",
         precision: str = "auto",
+        runtime: str = "auto",
         n_jobs: int | None = None,
+        decoder: str = "auto",
         on_error: str = "raise",
         cache: Any = None,
         progress: bool = False,
@@ -179,7 +184,9 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
+        self.runtime = runtime
         self.n_jobs = n_jobs
+        self.decoder = decoder
         self.on_error = on_error
         self.cache = cache
         self.progress = progress
@@ -212,7 +219,9 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         check_choice(
             self.precision, PRECISIONS, "precision", owner, expected=f"one of {PRECISIONS}"
         )
+        check_choice(self.runtime, _RUNTIMES, "runtime", owner, expected=f"one of {_RUNTIMES}")
         check_n_jobs(self.n_jobs, owner)
+        check_choice(self.decoder, _DECODERS, "decoder", owner, expected=f"one of {_DECODERS}")
         if not _is_cache_param(self.cache):
             raise self._param_error(
                 "cache",
@@ -334,6 +343,8 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             n_jobs=self.n_jobs,
             on_error=self.on_error,
             progress=self.progress,
+            runtime=self.runtime,
+            decoder=self.decoder,
         )
         cache = resolve_cache(self.cache)
         if cache is None or not plan.cacheable:

@@ -42,13 +42,20 @@ _FILE_DIGESTS_MAX = 100_000
 _SETTLED_NS = 2 * 10**9
 
 
-def compute_signature(precision: str = "fp32") -> str:
+def compute_signature(precision: str = "fp32", runtime: str = "torch", decoder: str = "pil") -> str:
     """What, beyond model and preprocessing, decides the numbers: part of every key.
 
     Anything that changes the computed values belongs here (the resolved compute
-    precision, the GeM exponent, the entry format), so that changing it misses.
+    precision, runtime and JPEG decoder, the GeM exponent, the entry format), so that
+    changing it misses. The defaults keep the keys entries had before runtimes and
+    decoders could be chosen.
     """
-    return f"precision={precision};gem_p={GEM_P:g};format={CACHE_FORMAT}"
+    signature = f"precision={precision};gem_p={GEM_P:g};format={CACHE_FORMAT}"
+    if runtime != "torch":
+        signature += f";runtime={runtime}"
+    if decoder != "pil":
+        signature += f";decoder={decoder}"
+    return signature
 
 
 def namespace_key(model_key: str, data_fingerprint: str, signature: str) -> str:

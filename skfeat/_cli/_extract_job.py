@@ -96,6 +96,8 @@ def describe_run(featurizer: Any) -> dict[str, Any]:
         "pooling": str(params["pooling"]),
         "normalize": params["normalize"],
         "precision": params["precision"],
+        "runtime": params["runtime"],
+        "decoder": params["decoder"],
         "on_error": params["on_error"],
         "skfeat_version": skfeat.__version__,
     }
@@ -121,6 +123,8 @@ def _fingerprint_parts(
         "features": f"{featurizer.n_features_out_} columns, sha256 {names[:16]}",
         "normalize": str(params["normalize"]),
         "precision": str(params["precision"]),
+        "runtime": str(params["runtime"]),
+        "decoder": str(params["decoder"]),
         "on_error": str(params["on_error"]),
         "format": fmt,
         "list_column": str(options.list_column),

@@ -238,6 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _featurizer_option(
         extract,
+        "--runtime",
+        parameter="runtime",
+        choices=["auto", "torch", "openvino"],
+        help="what runs the backbone (openvino: pip install 'skfeat[openvino]')",
+    )
+    _featurizer_option(
+        extract,
+        "--decoder",
+        parameter="decoder",
+        choices=["auto", "pil", "simplejpeg"],
+        help="what decodes JPEG pixels (simplejpeg: pip install 'skfeat[jpeg]')",
+    )
+    _featurizer_option(
+        extract,
         "--on-error",
         parameter="on_error",
         choices=["raise", "nan", "zeros"],
@@ -378,6 +392,8 @@ _FEATURIZER_OPTIONS = (
     "batch_size",
     "device",
     "precision",
+    "runtime",
+    "decoder",
     "on_error",
     "cache",
     "n_jobs",

@@ -77,10 +77,12 @@ def _prepare_one(
     keep_going: bool,
     min_side: int,
     on_read: Callable[[bytes], None] | None = None,
+    decoder: str = "pil",
 ) -> Any:
     try:
         data = _read(item, index, on_read)
-        return resize_and_crop(decode(item, index, min_side=min_side, data=data), config)
+        rgb = decode(item, index, min_side=min_side, data=data, decoder=decoder)
+        return resize_and_crop(rgb, config)
     except ImageDecodeError as error:
         if not keep_going:
             raise
@@ -118,14 +120,20 @@ def featurize(
             "layer='penultimate' or a convolutional layer."
         )
     read = frozenset(t.layer.module for t in plan.targets if t.layer.module)
+    graph = None
     with prepared.lock:
         tune(prepared, backend, plan.classifier, read)
+        if settings.runtime == "openvino":
+            from skfeat._runtime._openvino import graph_for
+
+            graph = graph_for(prepared, plan, settings.precision, fallback=settings.fallback)
     run = _Run(
         prepared=prepared,
         config=config,
         plan=plan,
         dtype=autocast_dtype(settings.precision),
         limit_key=(backend.key, str(settings.device), settings.precision, config.crop_size),
+        graph=graph,
     )
     size = min(settings.batch_size, _BATCH_LIMITS.get(run.limit_key, settings.batch_size))
     n_images = len(items)
@@ -155,6 +163,7 @@ def featurize(
                         keep_going,
                         min_side,
                         None if on_read is None else functools.partial(on_read, i),
+                        settings.decoder,
                     )
                     for i in range(start, stop)
                 ]
@@ -196,6 +205,7 @@ class _Run:
     plan: RunPlan
     dtype: Any
     limit_key: tuple[str, str, str, int]
+    graph: Any = None  # an OpenVINO graph (skfeat._runtime._openvino.Graph), or torch
 
     def infer(self, images: list[Any], rows: np.ndarray, output: np.ndarray) -> None:
         """Write the features of ``images`` into ``output[rows]``, in chunks that fit."""
@@ -212,7 +222,9 @@ class _Run:
                 continue
             chunk_rows = rows[done : done + size]
             for target, values in zip(self.plan.targets, pooled, strict=True):
-                output[chunk_rows, target.start : target.stop] = values.cpu().numpy()
+                if not isinstance(values, np.ndarray):
+                    values = values.cpu().numpy()
+                output[chunk_rows, target.start : target.stop] = values
             done += size
 
     def _forward(self, images: list[Any]) -> list[Any]:
@@ -220,6 +232,8 @@ class _Run:
 
         device = self.prepared.device
         batch = torch.stack(images)
+        if self.graph is not None:
+            return self.graph.run(batch.numpy())
         if device.type == "cuda":
             # Pinned host memory lets the copy run asynchronously with the host.
             batch = batch.pin_memory().to(device, non_blocking=True)

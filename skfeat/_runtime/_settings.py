@@ -18,8 +18,10 @@ __all__ = [
     "CPU_AUTO_BATCH_SIZE",
     "RunSettings",
     "resolve_batch_size",
+    "resolve_decoder",
     "resolve_device",
     "resolve_n_threads",
+    "resolve_runtime",
     "resolve_settings",
 ]
 
@@ -51,6 +53,14 @@ class RunSettings:
         What an unreadable image does.
     progress : bool
         Whether to show a progress bar.
+    runtime : {"torch", "openvino"}
+        What runs the backbone (part of the cache key).
+    decoder : {"pil", "simplejpeg"}
+        What decodes YCbCr and grey JPEG pixels (part of the cache key).
+    fallback : bool
+        With ``runtime="openvino"``: whether a backbone that does not convert, or
+        whose converted graph does not match PyTorch, runs with torch after one
+        warning (``runtime="auto"``) rather than raising (``runtime="openvino"``).
     """
 
     device: Any
@@ -59,6 +69,9 @@ class RunSettings:
     n_threads: int
     on_error: str = "raise"
     progress: bool = False
+    runtime: str = "torch"
+    decoder: str = "pil"
+    fallback: bool = False
 
 
 def resolve_settings(
@@ -71,6 +84,8 @@ def resolve_settings(
     n_jobs: int | None,
     on_error: str,
     progress: bool,
+    runtime: str = "torch",
+    decoder: str = "pil",
 ) -> RunSettings:
     """Resolve the estimator's run parameters for this call.
 
@@ -79,7 +94,7 @@ def resolve_settings(
     DeviceWarning
         Once, when the precision asked for has no fast path here.
     """
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, runtime)
     return RunSettings(
         device=torch_device,
         precision=resolve_precision(precision, torch_device, model_label),
@@ -87,13 +102,64 @@ def resolve_settings(
         n_threads=resolve_n_threads(n_jobs),
         on_error=on_error,
         progress=bool(progress),
+        runtime=resolve_runtime(runtime, torch_device),
+        decoder=resolve_decoder(decoder),
+        fallback=runtime == "auto",
     )
 
 
-def resolve_device(device: str) -> Any:
-    """``"auto"`` becomes cuda, then mps, then cpu; anything else is checked."""
+def resolve_runtime(runtime: str, device: Any) -> str:
+    """``"auto"`` is OpenVINO on a CPU where it is installed, torch otherwise.
+
+    Raises
+    ------
+    MissingDependencyError
+        For ``runtime="openvino"`` without the openvino package.
+    """
+    if runtime == "torch" or device.type != "cpu":
+        return "torch"
+    from skfeat._runtime import _openvino
+
+    if runtime == "openvino":
+        _openvino.load()
+        return "openvino"
+    return "openvino" if _openvino.available() else "torch"
+
+
+def resolve_decoder(decoder: str) -> str:
+    """``"auto"`` is simplejpeg where it is installed, Pillow otherwise.
+
+    Raises
+    ------
+    MissingDependencyError
+        For ``decoder="simplejpeg"`` without the simplejpeg package.
+    """
+    from skfeat import _jpeg
+
+    if decoder == "simplejpeg":
+        _jpeg.load()
+        return decoder
+    if decoder == "auto":
+        return "simplejpeg" if _jpeg.available() else "pil"
+    return "pil"
+
+
+def resolve_device(device: str, runtime: str = "torch") -> Any:
+    """``"auto"`` becomes cuda, then mps, then cpu; anything else is checked.
+
+    With ``runtime="openvino"``, which runs on the CPU, ``"auto"`` is the CPU and any
+    other device is an error.
+    """
     import torch
 
+    if runtime == "openvino":
+        if device != "auto" and torch.device(device).type != "cpu":
+            raise SkfeatError(
+                f"runtime='openvino' runs on the CPU, but device={device!r} was requested. "
+                "Use device='cpu' (or 'auto') with OpenVINO, or runtime='torch' on "
+                f"{device!r}."
+            )
+        return torch.device("cpu")
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
