@@ -88,9 +88,26 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         ``"bf16"`` on a CPU without native bf16 runs emulated, several times slower
         than fp32, and warns (:class:`~skfeat.exceptions.DeviceWarning`); ``"fp16"``
         on a CPU warns and runs fp32. Figures: ``docs/benchmarks.md``.
+    runtime : {"auto", "torch", "openvino"}, default="auto"
+        What runs the backbone. ``"openvino"`` (needs ``skfeat[openvino]``) converts
+        the backbone once per process, up to the deepest layer read and with the
+        poolings inside, into an OpenVINO graph for the CPU, checks it against PyTorch
+        fp32 on three bundled photos (every value within 1e-3 of its output's
+        largest, every row at cosine >= 0.99999) and raises if it does not convert or
+        match; ``precision="bf16"`` runs OpenVINO's bf16. ``"auto"`` uses OpenVINO on
+        a CPU when it is installed, and torch after one
+        :class:`~skfeat.exceptions.DeviceWarning` when the backbone does not pass;
+        otherwise torch. Rows, batching, threads, ``on_error`` and the cache behave
+        the same with either; the cache keeps their entries apart.
     n_jobs : int or None, default=None
         Threads that decode and resize images while the model runs. None uses all
         cores (at most 8); negative values count back from all cores.
+    decoder : {"auto", "pil", "simplejpeg"}, default="auto"
+        What decodes the pixels of YCbCr and grey JPEGs. ``"simplejpeg"`` (needs
+        ``skfeat[jpeg]``) decodes them with libjpeg-turbo through simplejpeg, with
+        fewer copies than Pillow and at the same reduced DCT scale; header, EXIF
+        orientation, the decompression-bomb check, CMYK JPEGs, every other format
+        and every failure stay Pillow's. ``"auto"`` uses it where it is installed.
     on_error : {"raise", "nan", "zeros"}, default="raise"
         What an unreadable image does (missing, truncated, not an image, a bad
         array...). ``"raise"`` stops with an :class:`~skfeat.exceptions.ImageDecodeError`

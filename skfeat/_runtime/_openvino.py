@@ -8,8 +8,8 @@ to the deepest layer read, and every pooling, in one graph with one output per
 with as many threads as torch uses, in OpenVINO's fp32 or, for ``precision="bf16"``,
 with its bf16 inference hint.
 
-Before first use the fp32 graph is checked against PyTorch fp32 on three bundled
-photos at a batch size it was not traced with: every feature within
+Before first use the fp32 graph, traced on random pixels, is checked against PyTorch
+fp32 on three bundled photos at a batch size it was not traced with: every feature within
 :data:`PROBE_RTOL` of the largest value of its output and every row within
 :data:`PROBE_MIN_COSINE` of PyTorch's. A backbone that does not convert, or that
 fails the check, raises for ``runtime="openvino"`` and runs with torch after one
@@ -41,7 +41,7 @@ __all__ = ["PROBE_MIN_COSINE", "PROBE_RTOL", "Graph", "available", "graph_for", 
 # PyTorch by about 1e-6 of an output's largest value; a conversion bug is far larger.
 PROBE_RTOL = 1e-3
 PROBE_MIN_COSINE = 1.0 - 1e-5
-_PROBE_IMAGES = 3  # traced at batch 2: the check also proves the batch axis is free
+_PROBE_IMAGES = 3  # traced at batch 2: the check also shows that the batch axis is free
 _TRACE_BATCH = 2
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
@@ -178,7 +178,12 @@ def _build(module: Any, reads: Any, config: DataConfig, precision: str, threads:
     crop = config.crop_size
     probe = _probe_batch(config)
     wrapper = _read_module(module, reads, config)
-    example = probe[:_TRACE_BATCH]
+    # Traced on noise, checked on photos: what the trace wrongly fixed (a Python number
+    # taken from a tensor, a batch size) shows as a difference.
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randint(
+        0, 256, (_TRACE_BATCH, 3, crop, crop), dtype=torch.uint8, generator=generator
+    )
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and converter chatter
