@@ -16,6 +16,8 @@ machine (figures in ``docs/benchmarks.md``):
   it (:mod:`skfeat._runtime._registry`; module names and hooks are kept);
 * reduced precision only where :mod:`skfeat._runtime._precision` says it is fast and
   faithful;
+* with ``runtime="openvino"``, the forward pass and the poolings run as one OpenVINO
+  graph, checked against PyTorch before use (:mod:`skfeat._runtime._openvino`);
 * on out-of-memory the batch is halved and retried, rows are neither lost nor
   repeated, and the working size is remembered for the process.
 """
