@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from skfeat._inputs import as_items, decode_warning, input_column_name, with_on_error_hint
+from skfeat._inputs import DECODERS, as_items, decode_warning, input_column_name, with_on_error_hint
 from skfeat._pooling import resolve_pooling
 from skfeat._runtime._precision import PRECISIONS
 from skfeat._validation import check_choice, check_n_jobs, is_int, parameter_error
@@ -28,7 +28,7 @@ __all__ = ["PretrainedCNNFeaturizer"]
 
 _ON_ERROR = ("raise", "nan", "zeros")
 _RUNTIMES = ("auto", "torch", "openvino")
-_DECODERS = ("auto", "pil", "simplejpeg")
+_DECODERS = ("auto", *DECODERS)
 
 
 class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):

@@ -17,7 +17,6 @@ simplejpeg is imported on first use only, so ``import skfeat`` never loads it.
 from __future__ import annotations
 
 import functools
-import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -47,11 +46,9 @@ def available() -> bool:
     >>> isinstance(available(), bool)
     True
     """
-    try:
-        importlib.import_module("simplejpeg")
-    except (ImportError, ValueError):  # ValueError: "numpy.dtype size changed"
-        return False
-    return True
+    from skfeat._optional import importable
+
+    return importable("simplejpeg")
 
 
 def load() -> ModuleType:

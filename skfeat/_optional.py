@@ -7,7 +7,7 @@ from types import ModuleType
 
 from skfeat.exceptions import MissingDependencyError
 
-__all__ = ["import_optional"]
+__all__ = ["import_optional", "importable"]
 
 
 def import_optional(name: str, extra: str, purpose: str) -> ModuleType:
@@ -39,3 +39,22 @@ def import_optional(name: str, extra: str, purpose: str) -> ModuleType:
             f"{purpose} needs the optional dependency {name!r}, which is not installed. "
             f'Install it with: pip install "skfeat[{extra}]"'
         ) from err
+
+
+def importable(name: str) -> bool:
+    """Whether ``name`` imports here: what an ``"auto"`` choice picks an extra by.
+
+    A build that fails on import for another reason than a missing module (a binary
+    built against another numpy: ``ValueError: numpy.dtype size changed``) counts as
+    absent.
+
+    Examples
+    --------
+    >>> importable("json"), importable("no_such_module_here")
+    (True, False)
+    """
+    try:
+        importlib.import_module(name)
+    except (ImportError, ValueError):
+        return False
+    return True

@@ -224,12 +224,11 @@ class _Run:
                 continue
             chunk_rows = rows[done : done + size]
             for target, values in zip(self.plan.targets, pooled, strict=True):
-                if not isinstance(values, np.ndarray):
-                    values = values.cpu().numpy()
                 output[chunk_rows, target.start : target.stop] = values
             done += size
 
-    def _forward(self, images: list[Any]) -> list[Any]:
+    def _forward(self, images: list[Any]) -> list[np.ndarray]:
+        """The pooled float32 features of one batch, one array per read."""
         import torch
 
         device = self.prepared.device
@@ -250,7 +249,8 @@ class _Run:
         )
         with self.prepared.lock, torch.inference_mode(), autocast:
             inputs = normalize_batch(batch, self.config, torch.float32)
-            return extract(self.prepared.module, inputs, self.plan.reads)
+            pooled = extract(self.prepared.module, inputs, self.plan.reads)
+        return [values.cpu().numpy() for values in pooled]
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

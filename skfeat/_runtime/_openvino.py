@@ -20,7 +20,6 @@ answer is remembered for the process.
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import threading
 import warnings
@@ -56,11 +55,9 @@ def available() -> bool:
     >>> isinstance(available(), bool)
     True
     """
-    try:
-        importlib.import_module("openvino")
-    except ImportError:
-        return False
-    return True
+    from skfeat._optional import importable
+
+    return importable("openvino")
 
 
 def load() -> ModuleType:
