@@ -65,18 +65,11 @@ def careful_loop(model: Any) -> Run:
     """What a careful user writes: a 2-thread decode pool, then batches of 8."""
     import numpy as np
     import torch
-    from PIL import Image, ImageOps
-    from torchvision.transforms.v2 import functional as F
+    from bench_decode import careful_pil
 
+    prepare = careful_pil(min_side=768)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-    def prepare(path: str) -> Any:
-        with Image.open(path) as image:
-            image.draft("RGB", (768, 768))
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            tensor = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
-        return F.center_crop(F.resize(tensor, [256], antialias=True), [224, 224])
 
     def run(paths: list[str]) -> Any:
         rows = []
@@ -85,29 +78,6 @@ def careful_loop(model: Any) -> Run:
             for start in range(0, len(images), 8):
                 batch = torch.stack(images[start : start + 8]).float() / 255.0
                 rows.append(model((batch - mean) / std).numpy())
-        return np.concatenate(rows)
-
-    return run
-
-
-def model_only(name: str) -> Run:
-    import numpy as np
-    import torch
-    import torchvision
-
-    from skfeat._runtime._fuse import fold_conv_bn
-
-    model = torchvision.models.get_model(name, weights=None).eval()
-    model.fc = torch.nn.Identity()
-    fold_conv_bn(model)
-    model = model.to(memory_format=torch.channels_last)
-    x = torch.rand(8, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-
-    def run(paths: list[str]) -> Any:
-        rows = []
-        with torch.inference_mode():
-            for start in range(0, len(paths), 8):
-                rows.append(model(x[: min(8, len(paths) - start)]).numpy())
         return np.concatenate(rows)
 
     return run
@@ -133,6 +103,8 @@ def min_cosine(a: Any, b: Any) -> float:
 
 
 def rows(paths: list[str], repeats: int, only: set[str] | None) -> list[tuple[str, ...]]:
+    from bench_speed import make_model_only
+
     table = []
 
     def add(label: str, names: tuple[str, str], first: Run, second: Run, cos: bool = False):
@@ -181,7 +153,7 @@ def rows(paths: list[str], repeats: int, only: set[str] | None) -> list[tuple[st
         "resnet50 model-only",
         ("torch e2e", "model-only"),
         featurizer("resnet50", runtime="torch", **resnet),
-        model_only("resnet50"),
+        make_model_only("resnet50", "channels_last+fold bs8"),
     )
     return table
 
