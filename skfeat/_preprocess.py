@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -27,6 +28,7 @@ __all__ = [
     "draft_min_side",
     "normalize_batch",
     "resize_and_crop",
+    "stack_images",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -109,7 +111,10 @@ def draft_min_side(config: DataConfig) -> int:
 def resize_and_crop(rgb: np.ndarray, config: DataConfig) -> torch.Tensor:
     """Resize the short side and centre-crop one ``(H, W, 3)`` uint8 image.
 
-    Returns a contiguous ``(3, crop, crop)`` uint8 tensor.
+    Returns a ``(3, crop, crop)`` uint8 tensor laid out in memory as the image is,
+    height, width, channels (a view of the resized image): :func:`stack_images`
+    makes a batch of them with one plain copy, where a per-image ``contiguous()``
+    would transpose each one first.
     """
     import torch
     from torchvision.transforms.v2 import InterpolationMode
@@ -129,7 +134,28 @@ def resize_and_crop(rgb: np.ndarray, config: DataConfig) -> torch.Tensor:
         image = F.center_crop(image, [crop, crop])
     else:
         image = image[:, window.top : window.top + crop, window.left : window.left + crop]
-    return image.contiguous()
+    return image
+
+
+def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack ``(3, H, W)`` uint8 images into an ``(N, 3, H, W)`` channels-last batch.
+
+    The batch is stored height, width, channels per image (``torch.channels_last``),
+    the layout :func:`resize_and_crop` leaves its images in, the torch runtime runs
+    convolutions in, and the OpenVINO graph takes (``batch.permute(0, 2, 3, 1)`` is
+    contiguous). Any input strides give the same values.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfeat._preprocess import stack_images
+    >>> batch = stack_images([torch.zeros(3, 4, 5, dtype=torch.uint8)] * 2)
+    >>> tuple(batch.shape), batch.is_contiguous(memory_format=torch.channels_last)
+    ((2, 3, 4, 5), True)
+    """
+    import torch
+
+    return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
 
 
 class _Window(NamedTuple):

@@ -37,7 +37,13 @@ import numpy as np
 from skfeat._extract import LOGITS, extract
 from skfeat._inputs import decode, read_item
 from skfeat._plan import RunPlan
-from skfeat._preprocess import DataConfig, draft_min_side, normalize_batch, resize_and_crop
+from skfeat._preprocess import (
+    DataConfig,
+    draft_min_side,
+    normalize_batch,
+    resize_and_crop,
+    stack_images,
+)
 from skfeat._runtime._precision import autocast_dtype
 from skfeat._runtime._registry import PreparedModel, get_model, tune
 from skfeat._runtime._settings import RunSettings
@@ -232,15 +238,15 @@ class _Run:
         import torch
 
         device = self.prepared.device
-        batch = torch.stack(images)
+        batch = stack_images(images)  # channels-last uint8
         if self.graph is not None:
-            return self.graph.run(batch.numpy())
+            return self.graph.run(batch)
         if device.type == "cuda":
             # Pinned host memory lets the copy run asynchronously with the host.
             batch = batch.pin_memory().to(device, non_blocking=True)
         else:
             batch = batch.to(device)
-        if device.type in ("cpu", "cuda"):
+        if device.type in ("cpu", "cuda"):  # already so on the host, unless copied
             batch = batch.contiguous(memory_format=torch.channels_last)
         autocast = (
             torch.autocast(device.type, dtype=self.dtype)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from skfeat._extract import extract
-from skfeat._preprocess import DataConfig, normalize_batch
+from skfeat._preprocess import DataConfig, normalize_batch, stack_images
 from skfeat._warnings import warn_at_caller
 from skfeat.exceptions import DeviceWarning, SkfeatError
 
@@ -69,17 +69,26 @@ def load() -> ModuleType:
 
 @dataclass
 class Graph:
-    """A compiled graph: uint8 ``(N, 3, crop, crop)`` batch in, pooled features out."""
+    """A compiled graph: uint8 ``(N, 3, crop, crop)`` batch in, pooled features out.
+
+    The graph's own input is the same pixels height, width, channels
+    (``(N, crop, crop, 3)``), the memory layout of
+    :func:`~skfeat._preprocess.stack_images`' batches, so they go in uncopied.
+    """
 
     compiled: Any
     _requests: threading.local = field(default_factory=threading.local, repr=False)
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """The pooled float32 outputs for ``batch``, one per read, in read order."""
+    def run(self, batch: Any) -> list[np.ndarray]:
+        """The pooled float32 outputs for a uint8 ``(N, 3, crop, crop)`` torch batch.
+
+        One per read, in read order.
+        """
         request = getattr(self._requests, "request", None)
         if request is None:  # one infer request per thread: requests are not shared
             request = self._requests.request = self.compiled.create_infer_request()
-        request.infer({0: np.ascontiguousarray(batch)})
+        pixels = batch.permute(0, 2, 3, 1).numpy()  # a view for a channels-last batch
+        request.infer({0: np.ascontiguousarray(pixels)})
         # Copies: the request reuses its output buffers for the next batch.
         return [
             np.array(request.get_output_tensor(i).data, dtype=np.float32)
@@ -149,7 +158,9 @@ def graph_for(
 
 
 def _read_module(module: Any, reads: Any, config: DataConfig) -> Any:
-    """What the torch runtime computes, as one module to trace: uint8 batch to poolings.
+    """What the torch runtime computes, as one module to trace: uint8 pixels to poolings.
+
+    The module takes ``(N, crop, crop, 3)`` pixels (:class:`Graph`'s input layout).
 
     The forward pass stops after the deepest layer read (:func:`extract`), so the
     trace, and the graph, hold nothing after it.
@@ -161,7 +172,8 @@ def _read_module(module: Any, reads: Any, config: DataConfig) -> Any:
             super().__init__()
             self.backbone = module
 
-        def forward(self, batch: Any) -> tuple[Any, ...]:
+        def forward(self, pixels: Any) -> tuple[Any, ...]:
+            batch = pixels.permute(0, 3, 1, 2)
             inputs = normalize_batch(batch, config, torch.float32)
             return tuple(extract(self.backbone, inputs, reads))
 
@@ -179,23 +191,23 @@ def _build(module: Any, reads: Any, config: DataConfig, precision: str, threads:
     # taken from a tensor, a batch size) shows as a difference.
     generator = torch.Generator().manual_seed(0)
     example = torch.randint(
-        0, 256, (_TRACE_BATCH, 3, crop, crop), dtype=torch.uint8, generator=generator
+        0, 256, (_TRACE_BATCH, crop, crop, 3), dtype=torch.uint8, generator=generator
     )
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and converter chatter
             converted = ov.convert_model(
-                wrapper, example_input=example, input=[((-1, 3, crop, crop), ov.Type.u8)]
+                wrapper, example_input=example, input=[((-1, crop, crop, 3), ov.Type.u8)]
             )
     except Exception as error:  # any failure to convert is a reason to refuse, not crash
         raise _Refused(
             f"could not convert the backbone ({type(error).__name__}: {error})"
         ) from error
     with torch.inference_mode():
-        expected = [t.numpy() for t in wrapper(probe)]
+        expected = [t.numpy() for t in wrapper(probe.permute(0, 2, 3, 1))]
     core = ov.Core()
     fp32 = _compile(core, converted, "fp32", threads)
-    _check(Graph(fp32).run(probe.numpy()), expected)
+    _check(Graph(fp32).run(probe), expected)
     if precision == "fp32":
         return Graph(fp32)
     if precision not in _OV_PRECISION:
@@ -249,8 +261,6 @@ def _min_cosine(ours: np.ndarray, theirs: np.ndarray) -> float:
 
 def _probe_batch(config: DataConfig) -> Any:
     """Three bundled photos of different classes, prepared as the engine prepares them."""
-    import torch
-
     from skfeat._datasets import load_flowers_sample
     from skfeat._inputs import decode
     from skfeat._preprocess import resize_and_crop
@@ -258,4 +268,4 @@ def _probe_batch(config: DataConfig) -> Any:
     paths = load_flowers_sample().paths
     step = len(paths) // _PROBE_IMAGES
     chosen = paths[::step][:_PROBE_IMAGES]
-    return torch.stack([resize_and_crop(decode(p, i), config) for i, p in enumerate(chosen)])
+    return stack_images([resize_and_crop(decode(p, i), config) for i, p in enumerate(chosen)])
