@@ -131,6 +131,7 @@ def test_doctest_modules_are_found():
         assert name in DOCTEST_MODULES
 
 
+@pytest.mark.extras  # the docstrings' examples run on the modules as they are
 @pytest.mark.parametrize("module_name", DOCTEST_MODULES)
 def test_doctests_pass(module_name, capsys):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

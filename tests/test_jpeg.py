@@ -32,6 +32,7 @@ from image_catalogue import (
     write_folder,
 )
 
+pytestmark = pytest.mark.extras
 REPO = Path(__file__).resolve().parents[1]
 RUNNABLE_BAD_CASES = [case for case in BAD_CASES if skip_reason(case) is None]
 FILE_CASES = [case for case in GOOD_CASES if case.input_type in ("path", "bytes")]

@@ -14,6 +14,7 @@ from skfeat._runtime import _openvino
 from skfeat._runtime._settings import resolve_device, resolve_runtime
 from skfeat.exceptions import DeviceWarning, InvalidParameterError, SkfeatError
 
+pytestmark = pytest.mark.extras
 needs_openvino = pytest.mark.skipif(not _openvino.available(), reason="openvino not installed")
 
 
