@@ -9,7 +9,14 @@ other processes hits all of them alike. Timing starts once the model is built.
 Approaches:
 
 ``skfeat``
-    ``PretrainedCNNFeaturizer(model, weights=None).transform(paths)``, all defaults.
+    ``PretrainedCNNFeaturizer(model, weights=None).transform(paths)``, all defaults:
+    ``runtime="auto"`` and ``decoder="auto"`` pick OpenVINO and simplejpeg when they
+    are installed (``pip install "skfeat[openvino,jpeg]"``; the run records which).
+``skfeat_torch``
+    The same with ``runtime="torch"``: the runtime column.
+``skfeat_torch_pil``
+    ``runtime="torch", decoder="pil"``: the decoder column, and what a bare install
+    runs.
 ``tutorial``
     The loop of most tutorials: per image, ``PIL.Image.open(...).convert("RGB")``,
     torchvision v1 ``Resize(256)/CenterCrop(224)/ToTensor/Normalize``, then
@@ -29,6 +36,14 @@ Approaches:
     The limit: the forward pass alone on a ready 224 x 224 float batch, in the best
     setting found on this CPU among NCHW / channels-last / channels-last with folded
     BatchNorm / ``torch.jit.freeze`` + ``optimize_for_inference``, batch 8 and 32.
+``model_only_openvino``
+    The same forward pass as an OpenVINO graph (``openvino.convert_model``, fp32, as
+    many threads as torch, batch 8), when OpenVINO is installed.
+
+The pipeline ceiling per model and runtime/decoder pair: with ``d`` the core-ms to
+read, decode, resize and crop one file (skfeat's own path, one thread, process CPU
+time) and ``m`` the core-ms of the model-only forward pass per image (process CPU time
+over the timed passes), no pipeline on ``c`` cores beats ``1000 c / (d + m)`` images/s.
 
 ``--memory`` adds peak RSS: each run is a fresh subprocess reading ``ru_maxrss``;
 skfeat on 500 and 5,000 small generated JPEGs shows whether memory grows with N.
@@ -44,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -67,7 +83,20 @@ TIMM_NAMES = {
     "resnet18": "resnet18",
     "mobilenet_v3_large": "mobilenetv3_large_100",
 }
-APPROACHES = ("skfeat", "tutorial", "manual_batch", "fx_dataloader", "img2vec", "embetter")
+SKFEAT_VARIANTS = {
+    "skfeat": {},  # the defaults, extras or not
+    "skfeat_torch": {"runtime": "torch"},
+    "skfeat_torch_pil": {"runtime": "torch", "decoder": "pil"},
+}
+APPROACHES = (
+    *SKFEAT_VARIANTS,
+    "tutorial",
+    "manual_batch",
+    "fx_dataloader",
+    "img2vec",
+    "embetter",
+)
+PEERS = ("img2vec", "embetter", "fx_dataloader")
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -119,13 +148,13 @@ def tiny_cnn() -> Any:
     ).eval()
 
 
-def make_skfeat(name: str) -> Callable[[list[str]], Any]:
+def make_skfeat(name: str, **params: Any) -> Callable[[list[str]], Any]:
     from skfeat import PretrainedCNNFeaturizer
 
     if name == "tiny":
-        featurizer = PretrainedCNNFeaturizer(tiny_cnn())
+        featurizer = PretrainedCNNFeaturizer(tiny_cnn(), **params)
     else:
-        featurizer = PretrainedCNNFeaturizer(name, weights=None)
+        featurizer = PretrainedCNNFeaturizer(name, weights=None, **params)
 
     def run(paths: list[str]) -> Any:
         return featurizer.transform(paths)
@@ -253,8 +282,11 @@ def make_embetter(name: str) -> Callable[[list[str]], Any] | None:
     return run
 
 
-MAKERS = {
-    "skfeat": make_skfeat,
+MAKERS: dict[str, Callable[[str], Callable[[list[str]], Any] | None]] = {
+    **{
+        variant: functools.partial(make_skfeat, **params)
+        for variant, params in SKFEAT_VARIANTS.items()
+    },
     "tutorial": make_tutorial,
     "manual_batch": make_manual_batch,
     "fx_dataloader": make_fx_dataloader,
@@ -339,6 +371,79 @@ def make_model_only(name: str, setting: str) -> Callable[[list[str]], Any]:
     return run
 
 
+def make_model_only_openvino(name: str) -> Callable[[list[str]], Any] | None:
+    """The forward pass alone as a compiled OpenVINO fp32 graph, batch 8; None without it."""
+    from skfeat._runtime import _openvino
+
+    if not _openvino.available():
+        return None
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    batch_size = 8
+    x = torch.rand(batch_size, 3, 224, 224)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = ov.convert_model(
+            torchvision_backbone(name),
+            example_input=x,
+            input=[((-1, 3, 224, 224), ov.Type.f32)],
+        )
+    compiled = ov.Core().compile_model(
+        converted,
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+        },
+    )
+    request, pixels = compiled.create_infer_request(), x.numpy()
+
+    def run(paths: list[str]) -> Any:
+        rows = []
+        for start in range(0, len(paths), batch_size):
+            request.infer({0: pixels[: min(batch_size, len(paths) - start)]})
+            rows.append(np.array(request.get_output_tensor(0).data))
+        return np.concatenate(rows)
+
+    return run
+
+
+# -- pipeline ceiling -----------------------------------------------------------------------
+
+
+def decode_core_ms(paths: list[str], repeats: int) -> dict[str, float]:
+    """Core-ms per file to read, decode, resize and crop, per decoder: one thread."""
+    from bench_decode import one_pass, skfeat_decoder
+
+    from skfeat import _jpeg
+    from skfeat._preprocess import DataConfig, draft_min_side
+
+    min_side = draft_min_side(DataConfig(256, 224))
+    decoders = ["pil", "simplejpeg"] if _jpeg.available() else ["pil"]
+    result = {}
+    for decoder in decoders:
+        prepare = skfeat_decoder(decoder, min_side)
+        one_pass(prepare, paths, 1)  # warm-up
+        cpu = [one_pass(prepare, paths, 1)[1] for _ in range(repeats)]
+        result[decoder] = statistics.median(cpu) / len(paths) * 1e3
+    return result
+
+
+def ceilings(data: dict[str, Any], decode_ms: dict[str, float]) -> dict[str, float]:
+    """Images/s no pipeline beats, per ``runtime+decoder``: cores / (decode + model)."""
+    model_ms = {"torch": data["core_ms"]["model_only"]}
+    if "model_only_openvino" in data["core_ms"]:
+        model_ms["openvino"] = data["core_ms"]["model_only_openvino"]
+    return {
+        f"{runtime}+{decoder}": 1e3 * (os.cpu_count() or 1) / (model + decode)
+        for runtime, model in model_ms.items()
+        for decoder, decode in decode_ms.items()
+    }
+
+
 # -- memory ---------------------------------------------------------------------------------
 
 
@@ -403,6 +508,19 @@ def corpus_paths(corpus: Path, n: int) -> list[str]:
 
         make_corpus(corpus, n=n, seed=0)
     return sorted(str(p) for p in corpus.glob("photo_*"))[:n]
+
+
+def extras_summary() -> dict[str, str | None]:
+    """The installed versions of the extras ``runtime``/``decoder="auto"`` pick."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in ("openvino", "simplejpeg"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def cpu_summary() -> str:
@@ -473,36 +591,48 @@ def main(argv: list[str] | None = None) -> int:
         "n_images": len(paths),
         "repeats": args.repeats,
         "load_before": load_before,
+        "extras": extras_summary(),
+        "decode_core_ms": decode_core_ms(paths, args.repeats),
         "models": {},
     }
+    print(f"extras {results['extras']}; decode core-ms {results['decode_core_ms']}", flush=True)
     for model in args.models.split(","):
         limits = model_only(model, min_seconds=1.5 if args.quick else 3.0)
         best = max(limits, key=limits.get)
         print(f"{model}: model-only {limits}", flush=True)
         runners = {"model_only": make_model_only(model, best)}
+        openvino_only = make_model_only_openvino(model)
+        if openvino_only is not None:
+            runners["model_only_openvino"] = openvino_only
         for approach in args.approaches.split(","):
             runner = MAKERS[approach](model)
             if runner is not None:
-                runner(paths[:4])  # warm-up: first-call costs (weights, workers) excluded
                 runners[approach] = runner
+        for runner in runners.values():
+            runner(paths[:4])  # warm-up: first-call costs (weights, graphs, workers) excluded
         timings: dict[str, list[float]] = {name: [] for name in runners}
+        cpu_ms: dict[str, list[float]] = {name: [] for name in runners}
         for repeat in range(args.repeats):
             for approach, runner in runners.items():
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 features = runner(paths)
                 timings[approach].append(len(paths) / (time.perf_counter() - start))
+                cpu_ms[approach].append((time.process_time() - cpu) / len(paths) * 1e3)
                 assert len(features) == len(paths), approach
                 print(
                     f"{model} repeat {repeat} {approach}: {timings[approach][-1]:.1f} img/s",
                     flush=True,
                 )
         row = {name: statistics.median(values) for name, values in timings.items()}
-        results["models"][model] = {
+        data = {
             "img_per_s": row,
             "runs": timings,
+            "core_ms": {name: statistics.median(values) for name, values in cpu_ms.items()},
             "model_only": limits,
             "model_only_best": [best, row["model_only"]],
         }
+        data["ceiling"] = ceilings(data, results["decode_core_ms"])
+        results["models"][model] = data
         del runners
         if args.json:  # partial results survive an interrupted run
             Path(args.json).write_text(json.dumps(results, indent=1))
@@ -533,31 +663,72 @@ def memory_table(args: argparse.Namespace, corpus: Path, n: int) -> dict[str, An
 
 
 def markdown(results: dict[str, Any]) -> str:
+    """The speed table, the ratios, and (for runs that measured it) the pipeline ceiling."""
+    limits = ["model_only", "model_only_openvino"]
     lines = [
-        "| model | " + " | ".join(APPROACHES) + " | model-only (best setting) |",
-        "|---|" + "---|" * (len(APPROACHES) + 1),
-    ]
-    for model, data in results["models"].items():
-        cells = [
-            f"{data['img_per_s'][a]:.1f}" if a in data["img_per_s"] else "n/a" for a in APPROACHES
-        ]
-        best, value = data["model_only_best"]
-        lines.append(f"| {model} | " + " | ".join(cells) + f" | {value:.1f} ({best}) |")
-    lines += [
-        "",
-        "| model | skfeat / model-only | skfeat / tutorial | skfeat / best peer |",
-        "|---|---|---|---|",
+        "| model | " + " | ".join(APPROACHES) + " | model-only (best setting) | "
+        "model-only OpenVINO |",
+        "|---|" + "---|" * (len(APPROACHES) + 2),
     ]
     for model, data in results["models"].items():
         speeds = data["img_per_s"]
-        peers = [speeds[a] for a in ("img2vec", "embetter", "fx_dataloader") if a in speeds]
-        skfeat = speeds.get("skfeat", float("nan"))
+        cells = [f"{speeds[a]:.1f}" if a in speeds else "n/a" for a in (*APPROACHES, *limits)]
+        cells[-2] += f" ({data['model_only_best'][0]})"
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| model | skfeat / model-only | skfeat / tutorial | skfeat / best peer | "
+        "skfeat / skfeat_torch | skfeat_torch / skfeat_torch_pil |",
+        "|---|---|---|---|---|---|",
+    ]
+    nan = float("nan")
+    for model, data in results["models"].items():
+        speeds = data["img_per_s"]
+        peers = [speeds[a] for a in PEERS if a in speeds]
+        skfeat = speeds.get("skfeat", nan)
+        torch_default = speeds.get("skfeat_torch", nan)
         lines.append(
             f"| {model} | {skfeat / data['model_only_best'][1]:.0%} | "
-            f"{skfeat / speeds.get('tutorial', float('nan')):.2f}x | "
-            f"{skfeat / max(peers) if peers else float('nan'):.2f}x |"
+            f"{skfeat / speeds.get('tutorial', nan):.2f}x | "
+            f"{skfeat / max(peers) if peers else nan:.2f}x | "
+            f"{skfeat / torch_default:.2f}x | "
+            f"{torch_default / speeds.get('skfeat_torch_pil', nan):.2f}x |"
         )
+    if "decode_core_ms" in results:
+        lines += ["", *ceiling_markdown(results)]
     return "\n".join(lines)
+
+
+def ceiling_markdown(results: dict[str, Any]) -> list[str]:
+    """Per model: decode and model core-ms per image, each ceiling, skfeat against its own."""
+    extras = results.get("extras", {})
+    default = (
+        f"{'openvino' if extras.get('openvino') else 'torch'}"
+        f"+{'simplejpeg' if extras.get('simplejpeg') else 'pil'}"
+    )
+    decode = results["decode_core_ms"]
+    pairs = list(next(iter(results["models"].values()))["ceiling"])
+    lines = [
+        "decode core-ms per file (one thread): "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in decode.items()),
+        "",
+        "| model | model core-ms torch | model core-ms OpenVINO | "
+        + " | ".join(f"ceiling {pair}" for pair in pairs)
+        + f" | skfeat / ceiling {default} |",
+        "|---|---|---|" + "---|" * (len(pairs) + 1),
+    ]
+    for model, data in results["models"].items():
+        core = data["core_ms"]
+        openvino = core.get("model_only_openvino")
+        ceiling = data["ceiling"]
+        lines.append(
+            f"| {model} | {core['model_only']:.1f} | "
+            + (f"{openvino:.1f}" if openvino is not None else "n/a")
+            + " | "
+            + " | ".join(f"{ceiling[pair]:.1f}" for pair in pairs)
+            + f" | {data['img_per_s']['skfeat'] / ceiling[default]:.0%} |"
+        )
+    return lines
 
 
 def plot(results: dict[str, Any], path: str) -> None:
@@ -573,7 +744,7 @@ def plot(results: dict[str, Any], path: str) -> None:
         data = results["models"][model]
         names = [a for a in APPROACHES if a in data["img_per_s"]]
         values = [data["img_per_s"][a] for a in names]
-        colors = ["tab:blue" if a == "skfeat" else "tab:gray" for a in names]
+        colors = ["tab:blue" if a.startswith("skfeat") else "tab:gray" for a in names]
         axis.bar(names, values, color=colors)
         best, limit = data["model_only_best"]
         axis.axhline(limit, color="tab:red", linestyle="--", label=f"model only ({best})")
