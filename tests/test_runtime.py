@@ -4,6 +4,7 @@ BatchNorm folding, draft decode, batch sizes and the progress bar."""
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import skfeat._runtime._settings as run_settings
 from skfeat import PretrainedCNNFeaturizer
 from skfeat._backends import resolve_backend
 from skfeat._inputs import decode
-from skfeat._preprocess import DataConfig, draft_min_side, resize_and_crop
+from skfeat._preprocess import DataConfig, draft_min_side, resize_and_crop, stack_images
 from skfeat._runtime._fuse import conv_bn_pairs, fold_conv_bn
 from skfeat._runtime._precision import FAITHFUL_MODELS, resolve_precision
 from skfeat.exceptions import DeviceWarning
@@ -75,6 +76,51 @@ def test_rows_are_identical_for_any_batch_size_and_thread_count(model, tiny_mode
         [jpeg_files[i] for i in order]
     )
     _close(shuffled, reference[order])
+
+
+@pytest.fixture
+def two_torch_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_decoding_threads_run_torch_on_one_thread_and_leave_others_alone(
+    two_torch_threads, tiny_model, jpeg_files, monkeypatch
+):
+    seen = []
+    prepare = engine._prepare_one
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_prepare_one", recording)
+    _featurizer(tiny_model, n_jobs=2, batch_size=4).fit_transform(jpeg_files)
+    assert seen == [1] * len(jpeg_files)
+    # Neither the caller nor a thread started afterwards is limited.
+    assert torch.get_num_threads() == 2
+    later = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [2]
+
+
+def test_stack_images_gives_a_channels_last_batch_for_any_input_strides():
+    rng = np.random.default_rng(0)
+    big = torch.from_numpy(rng.integers(0, 256, size=(40, 30, 3), dtype=np.uint8))
+    images = [
+        torch.from_numpy(rng.integers(0, 256, size=(3, 20, 10), dtype=np.uint8)),  # CHW
+        big.permute(2, 0, 1)[:, 5:25, 3:13],  # a crop of an HWC image
+        big.permute(2, 0, 1).contiguous()[:, ::2, ::3][:, :20, :10],  # a strided view
+    ]
+    for batch_images in (images, images[:1] * 2):  # mixed layouts; CHW only
+        batch = stack_images(batch_images)
+        assert batch.shape == (len(batch_images), 3, 20, 10) and batch.dtype == torch.uint8
+        assert batch.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(batch, torch.stack(batch_images))
 
 
 def _reference_features(model_name, paths, layer_module=None):

@@ -7,7 +7,9 @@ machine (figures in ``docs/benchmarks.md``):
 
 * decode overlaps inference: ``n_jobs`` threads read, decode and resize while the
   model runs (threads, not processes: nothing to pickle, no copy of torch per worker);
-  a file is read once, and those bytes are decoded (and, with a cache, keyed);
+  a file is read once, and those bytes are decoded (and, with a cache, keyed); each
+  decoding thread runs torch's operators on one OpenMP thread
+  (:mod:`skfeat._runtime._threads`), so they do not crowd the model's threads;
 * JPEGs are decoded at reduced DCT scale when that keeps the short side at least
   three times the resize target (see :func:`skfeat._preprocess.draft_min_side`), then
   resized as uint8 tensors;
@@ -47,6 +49,7 @@ from skfeat._preprocess import (
 from skfeat._runtime._precision import autocast_dtype
 from skfeat._runtime._registry import PreparedModel, get_model, tune
 from skfeat._runtime._settings import RunSettings
+from skfeat._runtime._threads import limit_to_one_thread
 from skfeat.exceptions import ImageDecodeError, SkfeatError
 
 __all__ = ["Failure", "featurize"]
@@ -153,7 +156,9 @@ def featurize(
     failures: list[Failure] = []
     bar = _progress_bar(n_images, settings.progress)
     with ThreadPoolExecutor(
-        max_workers=settings.n_threads, thread_name_prefix="skfeat-decode"
+        max_workers=settings.n_threads,
+        thread_name_prefix="skfeat-decode",
+        initializer=limit_to_one_thread,
     ) as pool:
         pending: deque[tuple[int, list[Future[Any]]]] = deque()
         starts = iter(range(0, n_images, size))
