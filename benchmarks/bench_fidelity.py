@@ -5,9 +5,10 @@ Three measurements with real pretrained weights, each printed as a Markdown tabl
 ``draft``
     EfficientNet-Lite0 (packaged ImageNet weights) features of JPEGs decoded in full
     against the same JPEGs decoded at reduced DCT scale (``PIL.Image.draft``) under the
-    engine's rule (short side >= 2 x resize) and under a looser one (>= 1 x resize),
-    on the bundled flower photos and on large photos generated from scikit-learn's
-    sample images (1024-4000 px). Per-image cosine similarity, and decode time.
+    engine's rule (short side >= 3 x resize) and under the rules beside it (>= 1, 2
+    and 4 x resize), on the bundled flower photos and on large photos generated from
+    scikit-learn's sample images (1024-4000 px). Per-image cosine similarity, and
+    decode time.
 
 ``decoder``
     EfficientNet-Lite0 features with ``decoder="pil"`` and ``decoder="simplejpeg"``

@@ -26,9 +26,10 @@ from skfeat.exceptions import ImageDecodeError, InvalidInputError
 
 __all__ = ["PretrainedCNNFeaturizer"]
 
-_ON_ERROR = ("raise", "nan", "zeros")
-_RUNTIMES = ("auto", "torch", "openvino")
-_DECODERS = ("auto", *DECODERS)
+# The values each parameter accepts; the CLI offers the same ones.
+ON_ERROR_CHOICES = ("raise", "nan", "zeros")
+RUNTIME_CHOICES = ("auto", "torch", "openvino")
+DECODER_CHOICES = ("auto", *DECODERS)
 
 
 class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
@@ -236,16 +237,24 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         check_choice(
             self.precision, PRECISIONS, "precision", owner, expected=f"one of {PRECISIONS}"
         )
-        check_choice(self.runtime, _RUNTIMES, "runtime", owner, expected=f"one of {_RUNTIMES}")
+        check_choice(
+            self.runtime, RUNTIME_CHOICES, "runtime", owner, expected=f"one of {RUNTIME_CHOICES}"
+        )
         check_n_jobs(self.n_jobs, owner)
-        check_choice(self.decoder, _DECODERS, "decoder", owner, expected=f"one of {_DECODERS}")
+        check_choice(
+            self.decoder, DECODER_CHOICES, "decoder", owner, expected=f"one of {DECODER_CHOICES}"
+        )
         if not _is_cache_param(self.cache):
             raise self._param_error(
                 "cache",
                 "None, True (a per-user cache folder), a directory path or an ActivationCache",
             )
         check_choice(
-            self.on_error, _ON_ERROR, "on_error", owner, expected=f"a str among {list(_ON_ERROR)}"
+            self.on_error,
+            ON_ERROR_CHOICES,
+            "on_error",
+            owner,
+            expected=f"a str among {list(ON_ERROR_CHOICES)}",
         )
         if not isinstance(self.progress, (bool, np.bool_)):
             raise self._param_error("progress", "a bool")

@@ -11,6 +11,8 @@ from typing import Any
 
 import skfeat
 from skfeat._cli._common import note, warn
+from skfeat._featurizer import DECODER_CHOICES, ON_ERROR_CHOICES, RUNTIME_CHOICES
+from skfeat._runtime._precision import PRECISIONS
 
 __all__ = ["build_parser", "main"]
 
@@ -233,28 +235,28 @@ def build_parser() -> argparse.ArgumentParser:
         extract,
         "--precision",
         parameter="precision",
-        choices=["auto", "fp32", "bf16", "fp16"],
+        choices=list(PRECISIONS),
         help="compute precision",
     )
     _featurizer_option(
         extract,
         "--runtime",
         parameter="runtime",
-        choices=["auto", "torch", "openvino"],
+        choices=list(RUNTIME_CHOICES),
         help="what runs the backbone (openvino: pip install 'skfeat[openvino]')",
     )
     _featurizer_option(
         extract,
         "--decoder",
         parameter="decoder",
-        choices=["auto", "pil", "simplejpeg"],
+        choices=list(DECODER_CHOICES),
         help="what decodes JPEG pixels (simplejpeg: pip install 'skfeat[jpeg]')",
     )
     _featurizer_option(
         extract,
         "--on-error",
         parameter="on_error",
-        choices=["raise", "nan", "zeros"],
+        choices=list(ON_ERROR_CHOICES),
         help="an unreadable image: stop (raise), or keep its row as NaN or zeros",
     )
     _featurizer_option(
