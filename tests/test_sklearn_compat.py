@@ -54,7 +54,11 @@ def test_clone_and_params_round_trip(tiny_model):
 
 @pytest.mark.slow
 def test_fitted_featurizer_pickles_small_and_gives_identical_features(tmp_path, random_images):
-    featurizer = PretrainedCNNFeaturizer("resnet18", weights=None, layer="layer3", n_jobs=1)
+    # The runtime is named: the child process does not have this suite's pinning of
+    # "auto", and OpenVINO's graph agrees with torch to rounding only, not bit for bit.
+    featurizer = PretrainedCNNFeaturizer(
+        "resnet18", weights=None, layer="layer3", n_jobs=1, runtime="torch"
+    )
     expected = featurizer.fit_transform(random_images)
     blob = pickle.dumps(featurizer)
     assert len(blob) < 50_000
