@@ -160,8 +160,7 @@ def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
     # on a machine busy with decoding it waits for its threads to be scheduled.
     views = [image.permute(1, 2, 0).numpy() for image in images]
     pixels = np.empty((len(views), *views[0].shape), dtype=views[0].dtype)  # (N, H, W, C)
-    for row, view in enumerate(views):
-        pixels[row] = view
+    np.stack(views, out=pixels)  # into a C-ordered array: stack alone keeps input strides
     return torch.from_numpy(pixels).permute(0, 3, 1, 2)
 
 

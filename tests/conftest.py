@@ -19,6 +19,12 @@ WEIGHTS_DIR = SHARED / "weights"
 MOBILENET_V2_BACKBONE = WEIGHTS_DIR / "mobilenet_v2_features_imagenet_torchvision.pth"
 LITE0_TIMM = WEIGHTS_DIR / "tf_efficientnet_lite0_imagenet_timm.pth"
 
+# What "auto" resolves to in a bare install, named for estimators that run in other
+# processes (dask workers, subprocess scripts), which _auto_as_in_a_bare_install does
+# not reach. Runtime and decoder are part of the cache key, forward hooks count torch's
+# passes only, and only torch's rows are bit for bit the same in any batch.
+BARE_INSTALL = {"runtime": "torch", "decoder": "pil"}
+
 
 @pytest.fixture(autouse=True)
 def _auto_as_in_a_bare_install(request):

@@ -36,7 +36,7 @@ from skfeat._extract import architecture
 from skfeat._plan import cache_stages
 from skfeat.exceptions import CacheWarning, ImageDecodeError
 
-from conftest import BatchLog
+from conftest import BARE_INSTALL, BatchLog
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -515,12 +515,8 @@ np.save(sys.argv[2], features[np.argsort(order)])
 def test_concurrent_writers_share_one_directory(tmp_path):
     directory = tmp_path / "shared-store"
     script = tmp_path / "writer.py"
-    # Named, not "auto": the writers lack this suite's pinning of "auto", the runtime and
-    # decoder are part of the cache key, and only torch's rows are bit for bit the same
-    # in any batch (a writer reads rows the other computed in other batches).
-    named = {"runtime": "torch", "decoder": "pil"}
     script.write_text(
-        _WRITER.format(tests=str(REPO / "tests"), directory=str(directory), named=named)
+        _WRITER.format(tests=str(REPO / "tests"), directory=str(directory), named=BARE_INSTALL)
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     outputs = [tmp_path / f"out{seed}.npy" for seed in (1, 2)]
@@ -538,7 +534,7 @@ def test_concurrent_writers_share_one_directory(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, size=(24, 40, 40, 3), dtype=np.uint8)
     from conftest import make_tiny_backbone
 
-    again = PretrainedCNNFeaturizer(make_tiny_backbone(), cache=directory, n_jobs=1, **named)
+    again = PretrainedCNNFeaturizer(make_tiny_backbone(), cache=directory, n_jobs=1, **BARE_INSTALL)
     np.testing.assert_array_equal(again.fit_transform(images), first)
     assert ActivationCache(directory).stats()["hits"] == 24
 

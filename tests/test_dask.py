@@ -24,7 +24,7 @@ from skfeat import PretrainedCNNFeaturizer  # noqa: E402
 from skfeat.dask import featurize, featurize_array  # noqa: E402
 from skfeat.exceptions import ImageDecodeError, InvalidInputError  # noqa: E402
 
-from conftest import BatchLog, count_loads  # noqa: E402
+from conftest import BARE_INSTALL, BatchLog, count_loads  # noqa: E402
 
 N_IMAGES = 14
 N_PARTITIONS = 4
@@ -317,11 +317,8 @@ def test_grid_search_on_the_cluster_with_a_shared_disk_cache_runs_each_image_abo
     y = np.arange(24) % 2
 
     def search(cache):
-        # Named, not "auto": the workers lack this suite's pinning of "auto", the hook
-        # that counts the passes is on the torch module, and the runtime and decoder are
-        # part of the cache key, which the refit here and the workers must share.
         featurizer = PretrainedCNNFeaturizer(
-            tiny_model, n_jobs=1, batch_size=8, cache=cache, runtime="torch", decoder="pil"
+            tiny_model, n_jobs=1, batch_size=8, cache=cache, **BARE_INSTALL
         )
         grid = {
             "pretrainedcnnfeaturizer__layer": ["stage1", "stage2"],
@@ -353,14 +350,12 @@ def test_featurize_with_a_shared_disk_cache_reads_it_on_the_second_run(
         random_images
     )
     before = log.images()
-    # runtime="torch": the workers, which lack this suite's pinning of "auto", must run
-    # the torch module whose hook counts the passes.
     featurizer = PretrainedCNNFeaturizer(
         tiny_model,
         layer="stage2",
         n_jobs=1,
         cache=ActivationCache(tmp_path / "store"),
-        runtime="torch",
+        **BARE_INSTALL,
     )
     series = pd.Series(list(random_images), index=np.arange(len(random_images)) * 10)
     with dask.config.set({"dataframe.convert-string": False}):  # keep arrays as arrays

@@ -23,7 +23,7 @@ from sklearn.utils.validation import validate_data
 
 from skfeat import PretrainedCNNFeaturizer
 
-from conftest import make_tiny_backbone
+from conftest import BARE_INSTALL, make_tiny_backbone
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,10 +54,8 @@ def test_clone_and_params_round_trip(tiny_model):
 
 @pytest.mark.slow
 def test_fitted_featurizer_pickles_small_and_gives_identical_features(tmp_path, random_images):
-    # The runtime is named: the child process does not have this suite's pinning of
-    # "auto", and OpenVINO's graph agrees with torch to rounding only, not bit for bit.
     featurizer = PretrainedCNNFeaturizer(
-        "resnet18", weights=None, layer="layer3", n_jobs=1, runtime="torch"
+        "resnet18", weights=None, layer="layer3", n_jobs=1, **BARE_INSTALL
     )
     expected = featurizer.fit_transform(random_images)
     blob = pickle.dumps(featurizer)
