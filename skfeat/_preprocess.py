@@ -2,7 +2,9 @@
 
 A :class:`DataConfig` travels with the weights (torchvision ``Weights.transforms()``,
 timm ``pretrained_cfg``), so features match what the network was trained on:
-resize the short side, centre-crop, scale to [0, 1], normalise with mean and std.
+resize (the short side, or both sides: timm's ``crop_mode``), centre-crop, scale to
+[0, 1], order the channels (RGB, or BGR for Caffe-style weights), normalise with mean
+and std.
 Resizing runs on uint8 tensors (fast, antialiased); normalising runs per batch on
 the device.
 """
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "CHANNEL_ORDERS",
+    "CROP_MODES",
     "DRAFT_FACTOR",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -34,6 +38,10 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+# timm's names: "center" keeps the aspect ratio (short side resized, then cropped);
+# "squash" resizes both sides to resize_size, then crops.
+CROP_MODES = ("center", "squash")
+CHANNEL_ORDERS = ("RGB", "BGR")
 # JPEGs may be decoded at 1/2, 1/4 or 1/8 scale as long as the short side stays at least
 # DRAFT_FACTOR times the resize target, so the antialiased resize that follows still
 # shrinks by >= 3x and its filter, not libjpeg's DCT scaling, shapes the result.
@@ -50,19 +58,30 @@ class DataConfig:
     Parameters
     ----------
     resize_size : int
-        Length of the short side after resizing.
+        With ``crop_mode="center"``, the length of the short side after resizing (the
+        aspect ratio is kept); with ``"squash"``, the length of both sides.
     crop_size : int
         Side of the square centre crop fed to the network.
     interpolation : {"bilinear", "bicubic", "nearest"}
         Resampling filter (antialiased when downscaling).
     mean, std : tuple of float
-        Per-channel normalisation, applied to pixels scaled to [0, 1].
+        Per-channel normalisation, applied to pixels scaled to [0, 1], in the order
+        of ``channel_order``.
+    crop_mode : {"center", "squash"}, default="center"
+        timm's names: ``"center"`` resizes the short side and keeps the aspect ratio;
+        ``"squash"`` resizes the image to ``resize_size`` x ``resize_size`` (the
+        aspect ratio changes, nothing is cut when the crop is as large).
+    channel_order : {"RGB", "BGR"}, default="RGB"
+        The order of the channels the network takes (``"BGR"`` for Caffe-style
+        weights, such as Keras's ResNet50).
 
     Examples
     --------
     >>> from skfeat._preprocess import DataConfig
     >>> DataConfig(256, 224, "bicubic", (0.5,) * 3, (0.5,) * 3).crop_size
     224
+    >>> DataConfig(224, 224, crop_mode="squash").describe()
+    'squash to 224x224, centre crop 224, bilinear, RGB'
     """
 
     resize_size: int
@@ -70,18 +89,49 @@ class DataConfig:
     interpolation: str = "bilinear"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    crop_mode: str = "center"
+    channel_order: str = "RGB"
 
     def __post_init__(self) -> None:
-        if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}."
-            )
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        for name, choices in (
+            ("interpolation", _INTERPOLATIONS),
+            ("crop_mode", CROP_MODES),
+            ("channel_order", CHANNEL_ORDERS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}.")
+        for name in ("resize_size", "crop_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+        for name in ("mean", "std"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != 3:
+                raise ValueError(f"{name} must have 3 values (one per channel), got {values!r}.")
+            object.__setattr__(self, name, values)
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std!r}.")
+
+    def describe(self) -> str:
+        """One line for messages and listings."""
+        resize = (
+            f"resize short side to {self.resize_size}"
+            if self.crop_mode == "center"
+            else f"squash to {self.resize_size}x{self.resize_size}"
+        )
+        return f"{resize}, centre crop {self.crop_size}, {self.interpolation}, {self.channel_order}"
 
     def fingerprint(self) -> str:
-        """A short stable hash of the recipe, for cache keys."""
-        payload = json.dumps(asdict(self), sort_keys=True).encode()
+        """A short stable hash of the recipe, for cache keys.
+
+        Fields at their defaults that older recipes did not have are left out, so a
+        recipe that does not use them keeps the fingerprint it always had.
+        """
+        fields = asdict(self)
+        for name, default in (("crop_mode", "center"), ("channel_order", "RGB")):
+            if fields[name] == default:
+                del fields[name]
+        payload = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
 
@@ -120,14 +170,18 @@ def resize_and_crop(rgb: np.ndarray, config: DataConfig) -> torch.Tensor:
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    window = _long_image_window(rgb.shape[0], rgb.shape[1], config)
+    squash = config.crop_mode == "squash"
+    window = None if squash else _long_image_window(rgb.shape[0], rgb.shape[1], config)
     if window is not None:  # extreme aspect ratio: drop what the crop would discard
         rgb = rgb[window.rows, window.columns]
     if not rgb.flags.writeable:
         rgb = rgb.copy()  # torch refuses to wrap read-only memory
     image = torch.from_numpy(rgb).permute(2, 0, 1)
     interpolation = InterpolationMode(config.interpolation)
-    size = [config.resize_size] if window is None else list(window.size)
+    if squash:
+        size = [config.resize_size, config.resize_size]
+    else:
+        size = [config.resize_size] if window is None else list(window.size)
     image = F.resize(image, size, interpolation=interpolation, antialias=True)
     crop = config.crop_size
     if window is None:
@@ -213,9 +267,11 @@ def _long_image_window(height: int, width: int, config: DataConfig) -> _Window |
 
 
 def normalize_batch(batch: torch.Tensor, config: DataConfig, dtype: torch.dtype) -> torch.Tensor:
-    """Scale a uint8 ``(N, 3, H, W)`` batch to [0, 1] and normalise, on its device."""
+    """Scale a uint8 RGB ``(N, 3, H, W)`` batch to [0, 1], order and normalise, on its device."""
     import torch
 
+    if config.channel_order == "BGR":
+        batch = batch.flip(1)
     mean = torch.tensor(config.mean, device=batch.device).view(1, 3, 1, 1) * 255.0
     inv_std = 1.0 / (torch.tensor(config.std, device=batch.device).view(1, 3, 1, 1) * 255.0)
     # (x / 255 - mean) / std, folded into one subtract and one multiply.

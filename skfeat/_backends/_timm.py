@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
@@ -26,7 +27,14 @@ from skfeat._preprocess import DataConfig
 from skfeat._validation import did_you_mean
 from skfeat.exceptions import UnknownModelError, WeightsUnavailableError
 
-__all__ = ["PRE_LOGITS", "LiteBackend", "TimmBackend", "list_timm_models", "with_pre_logits"]
+__all__ = [
+    "PRE_LOGITS",
+    "LiteBackend",
+    "TimmBackend",
+    "list_timm_models",
+    "timm_data_config",
+    "with_pre_logits",
+]
 
 # The module added to a timm model whose output is timm's own pre-logits embedding.
 PRE_LOGITS = "skfeat_pre_logits"
@@ -148,17 +156,37 @@ class TimmBackend(Backend):
         with torch.device("meta"):
             module = self.build()
         config = resolve_data_config({}, model=module)
-        crop = int(config["input_size"][-1])
-        interpolation = config.get("interpolation", "bilinear")
-        if interpolation not in ("bilinear", "bicubic", "nearest"):
-            interpolation = "bicubic"  # timm's "random" is for training only
-        return DataConfig(
-            resize_size=math.floor(crop / float(config.get("crop_pct", 0.875))),
-            crop_size=crop,
-            interpolation=interpolation,
-            mean=tuple(config["mean"]),
-            std=tuple(config["std"]),
+        return timm_data_config(config, f"timm model {self.architecture!r}")
+
+
+def timm_data_config(config: Mapping[str, Any], origin: str) -> DataConfig:
+    """A timm data config (``resolve_data_config``'s dict) as a :class:`DataConfig`.
+
+    Raises
+    ------
+    UnknownModelError
+        For what skfeat does not reproduce (a non-square input, ``crop_mode="border"``),
+        rather than feeding the model another recipe than its own.
+    """
+    height, width = (int(v) for v in config["input_size"][-2:])
+    crop_mode = config.get("crop_mode") or "center"
+    if height != width or crop_mode not in ("center", "squash"):
+        raise UnknownModelError(
+            f"The preprocessing of {origin} (input_size={tuple(config['input_size'])!r}, "
+            f"crop_mode={crop_mode!r}) is not supported: skfeat feeds square crops, resized "
+            "with crop_mode 'center' or 'squash'."
         )
+    interpolation = config.get("interpolation", "bilinear")
+    if interpolation not in ("bilinear", "bicubic", "nearest"):
+        interpolation = "bicubic"  # timm's "random" is for training only
+    return DataConfig(
+        resize_size=math.floor(width / float(config.get("crop_pct") or 0.875)),
+        crop_size=width,
+        interpolation=interpolation,
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        crop_mode=crop_mode,
+    )
 
 
 class LiteBackend(TimmBackend):
