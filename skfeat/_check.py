@@ -13,7 +13,7 @@ from typing import Any
 
 from skfeat._inputs import ImageHeader, as_items, decode, describe_item
 from skfeat._optional import import_optional
-from skfeat._runtime._settings import resolve_n_threads
+from skfeat._runtime import resolve_n_threads
 from skfeat._validation import check_choice, check_n_jobs
 from skfeat.exceptions import ImageDecodeError
 

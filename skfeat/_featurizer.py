@@ -1,6 +1,7 @@
 """The estimator: :class:`PretrainedCNNFeaturizer`.
 
-This module holds parameters, their checks, fitted state, feature names and tags.
+This module holds parameters (checked against the table of :mod:`skfeat._params`),
+fitted state, feature names and tags.
 ``fit`` resolves a run plan (:mod:`skfeat._plan`); ``transform`` resolves the run
 settings once and hands plan and images to the engine (:mod:`skfeat._runtime`),
 through the activation cache (:mod:`skfeat._cache`) when there is one. torch is
@@ -9,7 +10,6 @@ imported only inside methods, so building, cloning and pickling stays cheap.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,19 +17,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from skfeat._inputs import DECODERS, as_items, decode_warning, input_column_name, with_on_error_hint
+from skfeat._inputs import as_items, decode_warning, input_column_name, with_on_error_hint
+from skfeat._params import check_params, run_params
 from skfeat._pooling import resolve_pooling
-from skfeat._runtime._precision import PRECISIONS
-from skfeat._validation import check_choice, check_n_jobs, is_int, parameter_error
 from skfeat._warnings import warn_at_caller
 from skfeat.exceptions import ImageDecodeError, InvalidInputError
 
 __all__ = ["PretrainedCNNFeaturizer"]
-
-# The values each parameter accepts; the CLI offers the same ones.
-ON_ERROR_CHOICES = ("raise", "nan", "zeros")
-RUNTIME_CHOICES = ("auto", "torch", "openvino")
-DECODER_CHOICES = ("auto", *DECODERS)
 
 
 class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
@@ -211,53 +205,8 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     # -- validation -------------------------------------------------------------------
 
-    def _param_error(self, name: str, expected: str) -> Exception:
-        return parameter_error(type(self).__name__, name, getattr(self, name), expected)
-
     def _check_params(self) -> None:
-        owner = type(self).__name__
-        if not isinstance(self.model, str) and not callable(self.model):
-            raise self._param_error("model", "a model name (str) or a torch.nn.Module")
-        weights = self.weights
-        if weights is not None and not isinstance(weights, (str, os.PathLike)):
-            raise self._param_error(
-                "weights", "'DEFAULT', a weights tag, a path to a state_dict, or None"
-            )
-        layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
-        if not layers or not all(isinstance(name, str) and name for name in layers):
-            raise self._param_error("layer", "a layer name (str) or a non-empty list of names")
-        if len(set(layers)) != len(layers):
-            raise self._param_error("layer", "a list of distinct layer names")
-        resolve_pooling(self.pooling, owner)  # checks it, with a did-you-mean
-        check_choice(self.normalize, (None, "l2"), "normalize", owner, expected="None or 'l2'")
-        if self.batch_size != "auto" and (not is_int(self.batch_size) or self.batch_size < 1):
-            raise self._param_error("batch_size", "'auto' or an int >= 1")
-        if not isinstance(self.device, str):
-            raise self._param_error("device", "a str such as 'auto', 'cpu' or 'cuda:0'")
-        check_choice(
-            self.precision, PRECISIONS, "precision", owner, expected=f"one of {PRECISIONS}"
-        )
-        check_choice(
-            self.runtime, RUNTIME_CHOICES, "runtime", owner, expected=f"one of {RUNTIME_CHOICES}"
-        )
-        check_n_jobs(self.n_jobs, owner)
-        check_choice(
-            self.decoder, DECODER_CHOICES, "decoder", owner, expected=f"one of {DECODER_CHOICES}"
-        )
-        if not _is_cache_param(self.cache):
-            raise self._param_error(
-                "cache",
-                "None, True (a per-user cache folder), a directory path or an ActivationCache",
-            )
-        check_choice(
-            self.on_error,
-            ON_ERROR_CHOICES,
-            "on_error",
-            owner,
-            expected=f"a str among {list(ON_ERROR_CHOICES)}",
-        )
-        if not isinstance(self.progress, (bool, np.bool_)):
-            raise self._param_error("progress", "a bool")
+        check_params(self.get_params(deep=False), type(self).__name__)
 
     def _check_input(self, X: Any, *, reset: bool) -> list[Any]:
         items = as_items(X)
@@ -356,21 +305,13 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     def _featurize(self, items: list[Any]) -> tuple[np.ndarray, list[Any]]:
         """Resolve this call's settings once; run the plan, through the cache if any."""
         from skfeat._cache import resolve_cache
-        from skfeat._runtime._engine import featurize
-        from skfeat._runtime._settings import resolve_settings
+        from skfeat._runtime import featurize, resolve_settings
 
         plan = self._plan
         settings = resolve_settings(
             model_label=plan.backend.label,
             crop_size=plan.data_config.crop_size,
-            device=self.device,
-            precision=self.precision,
-            batch_size=self.batch_size,
-            n_jobs=self.n_jobs,
-            on_error=self.on_error,
-            progress=self.progress,
-            runtime=self.runtime,
-            decoder=self.decoder,
+            **run_params(self.get_params(deep=False)),
         )
         cache = resolve_cache(self.cache)
         if cache is None or not plan.cacheable:
@@ -405,11 +346,3 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "n_features_out_")
-
-
-def _is_cache_param(cache: Any) -> bool:
-    from skfeat._cache import ActivationCache
-
-    if cache is None or isinstance(cache, (bool, ActivationCache)):
-        return True
-    return isinstance(cache, (str, os.PathLike)) and bool(os.fspath(cache))

@@ -31,8 +31,7 @@ from skfeat._cache._store import ActivationCache, Entry
 from skfeat._extract import LayerInfo
 from skfeat._plan import RunPlan, Target
 from skfeat._pooling import pooled_width, stored_components
-from skfeat._runtime._engine import Failure, featurize
-from skfeat._runtime._settings import RunSettings
+from skfeat._runtime import Failure, RunSettings, featurize
 from skfeat._warnings import warn_at_caller
 from skfeat.exceptions import CacheWarning
 

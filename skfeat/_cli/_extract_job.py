@@ -16,19 +16,15 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from skfeat._cli._common import CommandError, note, warn
+from skfeat._cli._common import CommandError, decode_failures, image_error, note, warn
 from skfeat._cli._writers import FORMATS, Writer, format_size, make_writer, out_of_space_errno
 
 __all__ = ["ExtractOptions", "ExtractReport", "check_output", "run_extract", "workdir_for"]
@@ -36,13 +32,6 @@ __all__ = ["ExtractOptions", "ExtractReport", "check_output", "run_extract", "wo
 _STATE = "state.json"
 _STATE_VERSION = 1
 _LISTED_FAILURES = 10
-_CLI_WORDING = {
-    "Pass on_error='nan'": "Pass --on-error nan",
-    "on_error='nan'": "--on-error nan",
-    "on_error='zeros'": "--on-error zeros",
-    "skfeat.check_images(X)": "skfeat check SRC",
-}
-_IMAGE_INDEX = re.compile(r"(\bimage )(\d+)\b")
 
 
 @dataclass
@@ -106,31 +95,34 @@ def describe_run(featurizer: Any) -> dict[str, Any]:
 def _fingerprint_parts(
     paths: list[str], featurizer: Any, fmt: str, options: ExtractOptions
 ) -> dict[str, Any]:
-    """What must not change between a run and its resumption, as short strings."""
-    import skfeat
+    """What must not change between a run and its resumption, as short strings.
 
-    params = featurizer.get_params()
-    weights = params["weights"]
-    if weights is not None and os.path.isfile(str(weights)):
-        stat = os.stat(weights)
-        weights = f"{os.path.abspath(weights)} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})"
+    Every featurizer parameter the features depend on is part of it (the parameter
+    table says which: :func:`skfeat._params.result_params`).
+    """
+    import skfeat
+    from skfeat._params import result_params
+
+    params = result_params(featurizer.get_params())
     digest = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
     names = hashlib.sha256("\n".join(featurizer.get_feature_names_out()).encode()).hexdigest()
     return {
         "inputs": f"{len(paths)} paths, sha256 {digest[:16]}",
-        "model": str(params["model"]),
-        "weights": str(weights),
+        **{name: _described(name, value) for name, value in params.items()},
         "features": f"{featurizer.n_features_out_} columns, sha256 {names[:16]}",
-        "normalize": str(params["normalize"]),
-        "precision": str(params["precision"]),
-        "runtime": str(params["runtime"]),
-        "decoder": str(params["decoder"]),
-        "on_error": str(params["on_error"]),
         "format": fmt,
         "list_column": str(options.list_column),
         "chunk_size": str(options.chunk_size),
         "skfeat": skfeat.__version__,
     }
+
+
+def _described(name: str, value: Any) -> str:
+    """A parameter as the fingerprint keeps it; a weights file also by size and time."""
+    if name == "weights" and value is not None and os.path.isfile(str(value)):
+        stat = os.stat(value)
+        return f"{os.path.abspath(value)} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})"
+    return str(value)
 
 
 def _load_state(workdir: Path) -> dict[str, Any] | None:
@@ -302,15 +294,6 @@ def _out_of_space_message(
     )
 
 
-def _failed_rows(features: np.ndarray, on_error: str | None) -> np.ndarray:
-    """Rows the featurizer filled instead of computing (``on_error`` 'nan' or 'zeros')."""
-    if on_error == "nan":
-        return np.flatnonzero(np.isnan(features).all(axis=1))
-    if on_error == "zeros":
-        return np.flatnonzero(~features.any(axis=1))
-    return np.empty(0, dtype=np.intp)
-
-
 def check_output(output: Path, options: ExtractOptions) -> str:
     """Fail early on an output the run could not write; return its format."""
     fmt = FORMATS.get(output.suffix.lower())
@@ -373,9 +356,8 @@ def run_extract(paths: list[str], output: Path, options: ExtractOptions) -> Extr
         if n_chunks > 1:
             note(f"Chunk {index + 1}/{n_chunks}: images {start + 1}-{stop} of {n_images}")
         try:
-            with warnings.catch_warnings():
-                # Failed images are reported once, at the end, with their paths.
-                warnings.simplefilter("ignore", _decode_warning())
+            # Failed images are reported once, at the end, with their paths.
+            with decode_failures() as failures:
                 features = featurizer.transform(paths[start:stop])
         except BaseException as error:
             if index > 0:
@@ -384,7 +366,7 @@ def run_extract(paths: list[str], output: Path, options: ExtractOptions) -> Extr
             if wrapped is error:
                 raise
             raise wrapped from error
-        failed = (_failed_rows(features, on_error) + start).tolist()
+        failed = [start + int(failure.index or 0) for failure in failures]
         with out_of_space_is_one_error():
             extra = writer.write(index, start, features)
             state.update(extra)
@@ -415,26 +397,17 @@ def run_extract(paths: list[str], output: Path, options: ExtractOptions) -> Extr
     return report
 
 
-def _decode_warning() -> type[Warning]:
-    from skfeat.exceptions import ImageDecodeWarning
-
-    return ImageDecodeWarning
-
-
 def _in_chunk(error: Exception, start: int, stop: int) -> Exception:
-    """The error with image indices counted over all inputs, not within the chunk."""
-    from skfeat.exceptions import SkfeatError
+    """The error as this command line says it, image rows counted over all inputs."""
+    from skfeat.exceptions import ImageDecodeError, SkfeatError
 
+    if isinstance(error, ImageDecodeError) and error.index is not None:
+        return image_error(error, offset=start)
     if not isinstance(error, SkfeatError | OSError | ValueError | ImportError):
         return error
     message = " ".join(str(error).split())
-    for python, flag in _CLI_WORDING.items():  # say it the way this command line takes it
-        message = message.replace(python, flag)
     if start > 0:
-        renumbered, count = _IMAGE_INDEX.subn(
-            lambda m: f"{m.group(1)}{int(m.group(2)) + start}", message, count=1
-        )
-        message = renumbered if count else f"{message} (in rows {start}-{stop - 1})"
+        message += f" (in rows {start}-{stop - 1})"
     return CommandError(message)
 
 

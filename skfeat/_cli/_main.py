@@ -11,8 +11,7 @@ from typing import Any
 
 import skfeat
 from skfeat._cli._common import note, warn
-from skfeat._featurizer import DECODER_CHOICES, ON_ERROR_CHOICES, RUNTIME_CHOICES
-from skfeat._runtime._precision import PRECISIONS
+from skfeat._params import str_options
 
 __all__ = ["build_parser", "main"]
 
@@ -124,11 +123,16 @@ def _featurizer_default(parameter: str) -> str:
     return "all cores, at most 8" if default is None and parameter == "n_jobs" else str(default)
 
 
+_FEATURIZER = "featurizer."  # the prefix of the destinations of featurizer options
+
+
 def _featurizer_option(
     parser: argparse.ArgumentParser, *flags: str, parameter: str, **kwargs: Any
 ) -> None:
     """An option passed to the featurizer as ``parameter``; left out, its default holds."""
-    action = parser.add_argument(*flags, dest=parameter, default=None, **kwargs)
+    if "choices" not in kwargs:
+        kwargs.setdefault("metavar", parameter.upper())  # not the destination's name
+    action = parser.add_argument(*flags, dest=_FEATURIZER + parameter, default=None, **kwargs)
     action.featurizer_parameter = parameter  # type: ignore[attr-defined]
 
 
@@ -210,14 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
         extract,
         "--pooling",
         parameter="pooling",
-        choices=list(skfeat.list_poolings()),
+        choices=str_options("pooling"),
         help="how a feature map becomes a vector",
     )
     _featurizer_option(
         extract,
         "--normalize",
         parameter="normalize",
-        choices=["l2"],
+        choices=str_options("normalize"),
         help="scale each row to unit norm",
     )
     _featurizer_option(
@@ -235,28 +239,28 @@ def build_parser() -> argparse.ArgumentParser:
         extract,
         "--precision",
         parameter="precision",
-        choices=list(PRECISIONS),
+        choices=str_options("precision"),
         help="compute precision",
     )
     _featurizer_option(
         extract,
         "--runtime",
         parameter="runtime",
-        choices=list(RUNTIME_CHOICES),
+        choices=str_options("runtime"),
         help="what runs the backbone (openvino: pip install 'skfeat[openvino]')",
     )
     _featurizer_option(
         extract,
         "--decoder",
         parameter="decoder",
-        choices=list(DECODER_CHOICES),
+        choices=str_options("decoder"),
         help="what decodes JPEG pixels (simplejpeg: pip install 'skfeat[jpeg]')",
     )
     _featurizer_option(
         extract,
         "--on-error",
         parameter="on_error",
-        choices=list(ON_ERROR_CHOICES),
+        choices=str_options("on_error"),
         help="an unreadable image: stop (raise), or keep its row as NaN or zeros",
     )
     _featurizer_option(
@@ -388,32 +392,22 @@ def _layers(values: list[str] | None) -> str | list[str]:
     return names[0] if len(names) == 1 else names
 
 
-_FEATURIZER_OPTIONS = (
-    "pooling",
-    "normalize",
-    "batch_size",
-    "device",
-    "precision",
-    "runtime",
-    "decoder",
-    "on_error",
-    "cache",
-    "n_jobs",
-)
-
-
 def _run_extract(args: argparse.Namespace) -> int:
     from skfeat._cli._extract_job import ExtractOptions, check_output, run_extract
     from skfeat._cli._sources import image_paths
 
+    given = {  # the featurizer options given on the command line
+        dest.removeprefix(_FEATURIZER): value
+        for dest, value in vars(args).items()
+        if dest.startswith(_FEATURIZER) and value is not None
+    }
     params: dict[str, Any] = {
+        **given,
         "model": args.model,
         "weights": args.weights,
         "layer": _layers(args.layer),
         "progress": not args.quiet,
     }
-    given = {name: getattr(args, name) for name in _FEATURIZER_OPTIONS}
-    params.update({name: value for name, value in given.items() if value is not None})
     options = ExtractOptions(
         featurizer=params,
         chunk_size=args.chunk_size,
