@@ -359,7 +359,7 @@ def test_compute_signature_is_part_of_the_key(tiny_model, random_images, monkeyp
     )
     cache = ActivationCache()
     _featurizer(tiny_model, cache=cache).fit_transform(random_images)
-    monkeypatch.setattr(cached, "compute_signature", lambda *args: "another")
+    monkeypatch.setattr(cached, "compute_signature", lambda *args, **kwargs: "another")
     _featurizer(tiny_model, cache=cache).fit_transform(random_images)
     assert cache.stats()["misses"] == 2 * len(random_images)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -738,3 +739,115 @@ def test_demo_says_how_to_read_its_scores():
     below = " ".join(text.split())
     assert "64x48 px" in below and "0.100 above raw pixels" in below
     assert "0.050 below the same network" in below
+
+
+# -- the resume fingerprint and failed images, from the featurizer's own data ------------------
+
+
+class _FittedStandIn:
+    """What the fingerprint reads of a fitted featurizer: its parameters and feature names."""
+
+    n_features_out_ = 2
+
+    def __init__(self, **params):
+        from skfeat import PretrainedCNNFeaturizer
+
+        self.params = {**PretrainedCNNFeaturizer().get_params(), **params}
+
+    def get_params(self, deep=True):
+        return dict(self.params)
+
+    def get_feature_names_out(self):
+        return np.array(["penultimate_avg_0000", "penultimate_avg_0001"], dtype=object)
+
+
+def _fingerprint(featurizer):
+    from skfeat._cli._extract_job import ExtractOptions, _fingerprint_parts
+
+    return _fingerprint_parts(["a.png", "b.png"], featurizer, "npy", ExtractOptions())
+
+
+def test_resume_fingerprint_changes_with_every_parameter_the_features_depend_on():
+    from skfeat._params import PARAMETERS
+
+    before = _fingerprint(_FittedStandIn())
+    for name, param in PARAMETERS.items():
+        after = _fingerprint(_FittedStandIn(**{name: "another value"}))
+        changed = {key for key in before if before[key] != after[key]}
+        assert changed == ({name} if param.results else set()), name
+
+
+def test_a_parameter_added_to_the_table_is_in_the_resume_fingerprint(monkeypatch):
+    from skfeat._params import PARAMETERS, Param
+
+    monkeypatch.setitem(PARAMETERS, "colour", Param(options=("srgb", "p3")))
+    assert _fingerprint(_FittedStandIn(colour="srgb"))["colour"] == "srgb"
+    assert _fingerprint(_FittedStandIn(colour="p3"))["colour"] == "p3"
+
+
+def test_resume_fingerprint_keeps_a_weights_file_by_size_and_time(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"1234")
+    described = _fingerprint(_FittedStandIn(weights=str(weights)))["weights"]
+    assert described.startswith(f"{weights} (4 bytes, mtime ")
+
+
+def test_failed_rows_come_from_the_warning_not_from_the_values(capsys, image_folder, monkeypatch):
+    """A row of zeros that was computed is not a failure; a reported failure is, whatever
+    its values."""
+    from skfeat import PretrainedCNNFeaturizer
+    from skfeat.exceptions import ImageDecodeError, ImageDecodeWarning
+
+    def transform(self, X):
+        failure = ImageDecodeError("a message the command line does not read")
+        failure.index, failure.source, failure.cause = 2, repr(str(X[2])), "bad"
+        warning = ImageDecodeWarning("one image")
+        warning.errors, warning.n_images = (failure,), len(X)
+        import warnings
+
+        warnings.warn(warning, stacklevel=1)
+        return np.ones((len(X), self.n_features_out_), np.float32) * np.arange(len(X))[:, None]
+
+    monkeypatch.setattr(PretrainedCNNFeaturizer, "transform", transform)
+    root, paths = image_folder
+    out = root.parent / "f.npy"
+    args = [*MODEL_ARGS, "-q", "--chunk-size", 10, "--on-error", "zeros"]
+    status, _, err = run_main(capsys, "extract", root, "-o", out, *args)
+    assert status == 0, err
+    # Row 0 of each chunk is all zeros, but only the reported rows failed: 2, 12 and 22.
+    assert f"3 of {N_IMAGES} images could not be read" in err
+    assert re.findall(r"  row (\d+): ", err) == ["2", "12", "22"], err
+    assert all(f"row {row}: {paths[row]}" in err for row in (2, 12, 22))
+
+
+def test_an_unreadable_image_is_told_from_its_attributes():
+    from skfeat._cli._common import image_error
+    from skfeat.exceptions import ImageDecodeError
+
+    error = ImageDecodeError("Could not read image 3: words the command line does not parse")
+    error.index, error.source, error.cause = 3, "'x.png'", "image file is truncated."
+    assert str(image_error(error, offset=20)) == (
+        "Could not read image 23 ('x.png'): image file is truncated. Pass --on-error nan to "
+        "keep going with a NaN row for each unreadable image, or find them all first with "
+        "skfeat check SRC."
+    )
+
+
+def test_decode_failures_collects_whatever_the_filters_and_passes_other_warnings_on():
+    import warnings
+
+    from skfeat._cli._common import decode_failures
+    from skfeat.exceptions import DeviceWarning, ImageDecodeError, ImageDecodeWarning
+
+    failure = ImageDecodeError("x")
+    failure.index = 4
+    warning = ImageDecodeWarning("one image")
+    warning.errors = (failure,)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=ImageDecodeWarning)  # as with -W ignore
+        with decode_failures() as failures:
+            warnings.warn(warning, stacklevel=1)
+            warnings.warn(DeviceWarning("fell back"), stacklevel=1)
+    assert failures == [failure]
+    assert [str(record.message) for record in shown] == ["fell back"]

@@ -469,6 +469,42 @@ def test_progress_bar_counts_images_per_second_and_closes_on_errors(
     assert bars[1].disable and bars[1].n == 3  # closed after the first batch, not leaked
 
 
+# -- the run signature: what keys the cache --------------------------------------------------
+
+
+def test_run_signature_keeps_the_cache_keys_entries_have():
+    from skfeat._cache._keys import compute_signature
+
+    def key(**settings):
+        return compute_signature(
+            **run_settings.RunSettings(CPU, batch_size=8, n_threads=1, **settings).signature()
+        )
+
+    assert key(precision="fp32") == "precision=fp32;gem_p=3;format=2"
+    assert key(precision="bf16", on_error="nan", progress=True) == "precision=bf16;gem_p=3;format=2"
+    assert (
+        key(precision="fp32", runtime="openvino", decoder="simplejpeg")
+        == "precision=fp32;gem_p=3;format=2;runtime=openvino;decoder=simplejpeg"
+    )
+    assert key(precision="fp32", decoder="simplejpeg").endswith(";format=2;decoder=simplejpeg")
+
+
+def test_a_new_setting_that_decides_the_values_is_one_marked_field():
+    import dataclasses
+
+    marked = run_settings.RunSettings.__dataclass_fields__["runtime"].metadata
+
+    @dataclasses.dataclass(frozen=True)
+    class WithColour(run_settings.RunSettings):
+        colour: str = dataclasses.field(default="srgb", metadata=marked)
+
+    assert WithColour(CPU, "fp32", 8, 1).signature() == {"precision": "fp32"}
+    assert WithColour(CPU, "fp32", 8, 1, colour="p3").signature() == {
+        "precision": "fp32",
+        "colour": "p3",
+    }
+
+
 # -- CUDA (skipped without a GPU) ------------------------------------------------------------
 
 

@@ -64,7 +64,7 @@ def featurize_cached(
     with the number of images. Damaged entries are recomputed, with one
     :class:`~skfeat.exceptions.CacheWarning` for the call.
     """
-    signature = compute_signature(settings.precision, settings.runtime, settings.decoder)
+    signature = compute_signature(**settings.signature())
     model_key, fingerprint = plan.backend.key, plan.data_config.fingerprint()
     namespace = namespace_key(model_key, fingerprint, signature)
     description = {"model": model_key, "preprocessing": plan.data_config, "compute": signature}

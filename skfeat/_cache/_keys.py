@@ -42,20 +42,17 @@ _FILE_DIGESTS_MAX = 100_000
 _SETTLED_NS = 2 * 10**9
 
 
-def compute_signature(precision: str = "fp32", runtime: str = "torch", decoder: str = "pil") -> str:
+def compute_signature(precision: str = "fp32", **settings: Any) -> str:
     """What, beyond model and preprocessing, decides the numbers: part of every key.
 
-    Anything that changes the computed values belongs here (the resolved compute
-    precision, runtime and JPEG decoder, the GeM exponent, the entry format), so that
-    changing it misses. The defaults keep the keys entries had before runtimes and
-    decoders could be chosen.
+    Anything that changes the computed values belongs here, so that changing it
+    misses: the resolved run settings that decide them
+    (:meth:`~skfeat._runtime.RunSettings.signature`: the compute precision, and the
+    runtime and JPEG decoder when not the defaults), the GeM exponent and the entry
+    format. The others follow in their order, after the parts every key has had.
     """
     signature = f"precision={precision};gem_p={GEM_P:g};format={CACHE_FORMAT}"
-    if runtime != "torch":
-        signature += f";runtime={runtime}"
-    if decoder != "pil":
-        signature += f";decoder={decoder}"
-    return signature
+    return signature + "".join(f";{name}={value}" for name, value in settings.items())
 
 
 def namespace_key(model_key: str, data_fingerprint: str, signature: str) -> str:

@@ -44,10 +44,8 @@ _FACE = {
 
 
 def __getattr__(name: str) -> object:
-    if name in _FACE:
-        value = getattr(importlib.import_module(_FACE[name]), name)
-        globals()[name] = value
-        return value
+    if name in _FACE:  # read from its module each time, so a patched module is seen
+        return getattr(importlib.import_module(_FACE[name]), name)
     raise AttributeError(f"module 'skfeat._runtime' has no attribute {name!r}")
 
 

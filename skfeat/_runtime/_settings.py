@@ -8,7 +8,7 @@ does on this machine, once, so the engine, the cache key and any warning agree.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from skfeat._runtime._precision import resolve_precision
@@ -30,6 +30,8 @@ __all__ = [
 # spill the 1 MB L2 cache per core.
 CPU_AUTO_BATCH_SIZE = 8
 _CUDA_MAX_AUTO_BATCH = 256
+# Marks the settings that decide the computed values: they key the activation cache.
+_DECIDES_VALUES = {"signature": True}
 # Rough activation memory per image, in multiples of the float32 input: conservative for
 # ResNet-50-sized CNNs at inference; out-of-memory halving covers the rest.
 _ACTIVATION_FACTOR = 64
@@ -64,14 +66,33 @@ class RunSettings:
     """
 
     device: Any
-    precision: str
+    precision: str = field(metadata=_DECIDES_VALUES)
     batch_size: int
     n_threads: int
     on_error: str = "raise"
     progress: bool = False
-    runtime: str = "torch"
-    decoder: str = "pil"
+    runtime: str = field(default="torch", metadata=_DECIDES_VALUES)
+    decoder: str = field(default="pil", metadata=_DECIDES_VALUES)
     fallback: bool = False
+
+    def signature(self) -> dict[str, Any]:
+        """The settings that decide the computed values, for the activation cache's key.
+
+        Those are the fields marked so (precision, runtime, decoder), in field order. One
+        at its field's default is left out, so that entries stored before it could be
+        chosen keep their keys. A new such setting is one marked field.
+
+        Examples
+        --------
+        >>> RunSettings("cpu", "fp32", 8, 1, runtime="openvino").signature()
+        {'precision': 'fp32', 'runtime': 'openvino'}
+        """
+        return {
+            item.name: getattr(self, item.name)
+            for item in fields(self)
+            if item.metadata.get("signature")
+            and (item.default is MISSING or getattr(self, item.name) != item.default)
+        }
 
 
 def resolve_settings(
