@@ -116,26 +116,34 @@ def build_plan(
         data_config=config,
         classifier=traced.classifier,
         targets=_tile([(info, pooling) for info in infos]),
-        stages=cache_stages(traced) if caching else (),
+        stages=cache_stages(traced, backend.stage_names()) if caching else (),
     )
 
 
-def cache_stages(traced: Architecture) -> tuple[LayerInfo, ...]:
+def cache_stages(
+    traced: Architecture, declared: Sequence[str] | None = None
+) -> tuple[LayerInfo, ...]:
     """The usual stages of a backbone, which a cache miss stores for other candidates.
 
-    For maps: the top-level modules giving feature maps (``layer1`` ... ``layer4`` of a
-    ResNet), and the children of a top-level container whose children span several
-    resolutions (``blocks.N`` of a timm EfficientNet, ``features.N`` of torchvision's
-    MobileNet, EfficientNet, ConvNeXt and Swin). For tokens: the blocks of a vision
-    transformer (numbered blocks of one module, with token outputs of one shape:
-    timm ``blocks.N``, torchvision ``encoder.layers.encoder_layer_N``) and the last
-    token output after them (timm ``norm``, torchvision ``encoder.ln``). And
+    First the stages the model declares (``declared``: timm's ``feature_info``, from
+    :meth:`~skfeat._backends._base.Backend.stage_names`), wherever they are nested.
+    Then, for every backbone, the stages found by their names and shapes, which also
+    serve a source that declares none (torchvision, a user's module) and keep what a
+    declaration leaves out (the EfficientNet blocks within a resolution, a ViT's final
+    norm). For maps: the top-level modules giving feature maps (``layer1`` ...
+    ``layer4`` of a ResNet), and the children of a top-level container whose children
+    span several resolutions (``blocks.N`` of a timm EfficientNet, ``features.N`` of
+    torchvision's MobileNet, EfficientNet, ConvNeXt and Swin). For tokens: the blocks
+    of a vision transformer (numbered blocks of one module, with token outputs of one
+    shape: timm ``blocks.N``, torchvision ``encoder.layers.encoder_layer_N``) and the
+    last token output after them (timm ``norm``, torchvision ``encoder.ln``). And
     ``"penultimate"``.
     """
     layers = traced.layers
     maps = {n: info for n, info in layers.items() if info.layout.kind in (MAP, MAP_LAST)}
     tokens = {n: info for n, info in layers.items() if info.layout.kind == TOKENS}
-    chosen = {name for name in maps if "." not in name}
+    chosen = {name for name in declared or () if name in maps or name in tokens}
+    chosen.update(name for name in maps if "." not in name)
     for parent in {name.partition(".")[0] for name in maps}:  # a ModuleList has no output
         children = _children(parent, maps)
         if len({_resolution(maps[name]) for name in children}) >= 2:

@@ -574,6 +574,37 @@ def test_the_usual_stages_of_vision_transformers(random_images):
     assert [f"features.{i}" for i in range(8)] == [n for n in swin if n.startswith("features.")]
 
 
+def test_the_stages_timm_declares_are_stored_wherever_they_are_nested(random_images, monkeypatch):
+    import timm
+    import torch
+
+    from skfeat._backends._timm import TimmBackend
+
+    def stages(model):
+        plan = PretrainedCNNFeaturizer(model, weights=None, cache=True).fit(random_images)._plan
+        return [info.name for info in plan.stages]
+
+    with torch.device("meta"):
+        declared = [entry["module"] for entry in timm.create_model("resnet18").feature_info]
+    assert TimmBackend("resnet18", None).stage_names() == declared
+    assert set(declared) <= set(stages("timm:resnet18"))
+    assert not [name for name in stages("timm:resnet18") if name.startswith("layer1.")]
+    # What the model declares is stored even where no name pattern would find it.
+    monkeypatch.setattr(TimmBackend, "stage_names", lambda self: ["layer1.0", "layer3.1"])
+    found = stages("timm:resnet18")
+    assert {"layer1.0", "layer3.1"} <= set(found) and "layer1.1" not in found
+    assert found.index("layer1.0") < found.index("layer2") < found.index("layer3.1")
+
+
+def test_a_source_that_declares_no_stages_gets_them_from_names_and_shapes(random_images):
+    resnet = PretrainedCNNFeaturizer("resnet18", weights=None, cache=True).fit(random_images)
+    assert resnet._plan.backend.stage_names() is None  # torchvision declares none
+    names = [info.name for info in resnet._plan.stages]
+    assert names == [info.name for info in cache_stages(_architecture_of(resnet))]
+    layers = [f"layer{i}" for i in range(1, 5)]
+    assert names == ["conv1", "bn1", "relu", "maxpool", *layers, "avgpool", "penultimate"]
+
+
 def test_vit_grid_over_blocks_and_token_poolings_runs_once_per_image(monkeypatch):
     import skfeat._runtime._engine as engine
 

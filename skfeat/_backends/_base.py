@@ -89,6 +89,15 @@ class Backend(ABC):
         """
         return None
 
+    def stage_names(self) -> list[str] | None:
+        """The modules the source declares as the network's stages, or None.
+
+        Names as in the network (``"layer1"``, ``"blocks.2"``); read from the
+        architecture, without weights. None: the source declares none, and the stages
+        are found by their names and shapes (:func:`skfeat._plan.cache_stages`).
+        """
+        return None
+
     def tracing_module(self, device: str, side: int | None = None) -> Any:
         """The architecture to trace, built on ``device`` (``"meta"``: no memory).
 

@@ -99,6 +99,21 @@ class TimmBackend(Backend):
     def readable(self, module: Any) -> Any:
         return with_pre_logits(module)
 
+    def stage_names(self) -> list[str] | None:
+        """The modules of timm's ``feature_info``: the stages of its feature pyramid."""
+        import torch
+
+        with torch.device("meta"):
+            info = getattr(self.build(), "feature_info", None)
+        if not isinstance(info, list):
+            return None
+        names = [
+            str(entry["module"])
+            for entry in info
+            if isinstance(entry, dict) and entry.get("module")
+        ]
+        return names or None
+
     def load_named(self) -> Any:
         timm = _timm(f"model='timm:{self.name}'")
         source = self._weights_source()
