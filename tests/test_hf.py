@@ -85,6 +85,33 @@ FAMILIES = {
         1,
         True,
     ),
+    "deit": (
+        lambda: transformers.DeiTModel(transformers.DeiTConfig(**TINY_VIT)),
+        lambda: transformers.DeiTImageProcessor(
+            size={"height": 40, "width": 40}, crop_size={"height": 32, "width": 32}
+        ),
+        "layers.1",
+        2,
+        True,
+    ),
+    "beit": (
+        lambda: transformers.BeitModel(transformers.BeitConfig(**TINY_VIT)),
+        lambda: transformers.BeitImageProcessor(**SQUARE_32),
+        "layers.0",
+        1,
+        True,
+    ),
+    "resnet": (
+        lambda: transformers.ResNetModel(
+            transformers.ResNetConfig(
+                embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"
+            )
+        ),
+        lambda: transformers.ConvNextImageProcessor(size={"shortest_edge": 32}),
+        "encoder.stages.1",
+        None,
+        False,
+    ),
     "convnext": (
         lambda: transformers.ConvNextModel(
             transformers.ConvNextConfig(
@@ -141,7 +168,7 @@ def _reference(family, model, pixels):
             embedding = model.visual_projection(vision.pooler_output)
             return embedding, vision.hidden_states
         output = model(pixel_values=pixels, output_hidden_states=True)
-    return output.pooler_output, output.hidden_states
+    return output.pooler_output.flatten(1), output.hidden_states  # ResNet's is (N, C, 1, 1)
 
 
 def test_features_match_the_models_own_outputs(saved, images):
@@ -157,7 +184,7 @@ def test_features_match_the_models_own_outputs(saved, images):
     np.testing.assert_allclose(flat, tokens.flatten(1).numpy(), atol=1e-4)
     pooling = "cls" if FAMILIES[family][4] else "avg"
     pooled = _features(name, images, layer=block, pooling=pooling).transform(images)
-    if family == "convnext":
+    if family in ("convnext", "resnet"):
         expected = tokens.mean(dim=(2, 3))
     elif pooling == "cls":
         expected = tokens[:, 0]
@@ -180,7 +207,7 @@ def test_layouts_come_from_the_config(saved):
     family, folder, _ = saved
     _, _, block, prefix, class_token = FAMILIES[family]
     layers = list_layers(f"hf:{folder}", details=True)
-    if family == "convnext":
+    if family in ("convnext", "resnet"):
         assert layers[block].layout == "map"
     else:
         assert (layers[block].layout, layers[block].prefix_tokens) == ("tokens", prefix)
@@ -225,6 +252,22 @@ def test_weights_fingerprint_follows_the_folder(tmp_path):
     transformers.ViTModel(transformers.ViTConfig(**TINY_VIT)).save_pretrained(tmp_path)
     assert backend.key != before
     assert resolve_backend(f"hf:{tmp_path}", None).key != backend.key
+
+
+def test_the_cache_serves_no_features_of_replaced_weights(tmp_path, images):
+    folder = tmp_path / "model"
+    _save(folder, "vit")
+    cache = str(tmp_path / "cache")
+    first = _features(f"hf:{folder}", images, cache=cache).transform(images)
+    np.testing.assert_array_equal(
+        _features(f"hf:{folder}", images, cache=cache).transform(images), first
+    )
+    torch.manual_seed(1)
+    transformers.ViTModel(transformers.ViTConfig(**TINY_VIT)).save_pretrained(folder)
+    fresh = _features(f"hf:{folder}", images).transform(images)
+    cached = _features(f"hf:{folder}", images, cache=cache).transform(images)
+    assert not np.allclose(fresh, first, atol=1e-3)
+    np.testing.assert_array_equal(cached, fresh)
 
 
 def test_random_init_differs_from_the_checkpoint_and_repeats(tmp_path, images):
