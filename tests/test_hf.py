@@ -40,6 +40,15 @@ def _clip_model() -> object:
     return transformers.CLIPModel(config)
 
 
+def _siglip_model() -> object:
+    text = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = transformers.SiglipConfig(
+        text_config={**text, "intermediate_size": 64, "bos_token_id": 1, "eos_token_id": 2},
+        vision_config=TINY_VIT,
+    )
+    return transformers.SiglipModel(config)
+
+
 # family -> (model, processor, a block, its index in hidden_states, prefix tokens, class token)
 FAMILIES = {
     "vit": (
@@ -71,6 +80,13 @@ FAMILIES = {
     ),
     "siglip": (
         lambda: transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**TINY_VIT)),
+        lambda: transformers.SiglipImageProcessor(**SQUARE_32),
+        "encoder.layers.1",
+        0,
+        False,
+    ),
+    "siglip_pair": (
+        _siglip_model,
         lambda: transformers.SiglipImageProcessor(**SQUARE_32),
         "encoder.layers.1",
         0,
@@ -167,6 +183,9 @@ def _reference(family, model, pixels):
             vision = model.vision_model(pixel_values=pixels, output_hidden_states=True)
             embedding = model.visual_projection(vision.pooler_output)
             return embedding, vision.hidden_states
+        if family == "siglip_pair":  # the image side of an image-text model
+            vision = model.vision_model(pixel_values=pixels, output_hidden_states=True)
+            return vision.pooler_output, vision.hidden_states
         output = model(pixel_values=pixels, output_hidden_states=True)
     return output.pooler_output.flatten(1), output.hidden_states  # ResNet's is (N, C, 1, 1)
 
@@ -416,3 +435,15 @@ def test_openvino_runs_a_hugging_face_model_as_torch_does(tmp_path, images):
     torch_rows = _features(name, images, runtime="torch", layer=["encoder.layer.1", "penultimate"])
     ov_rows = _features(name, images, runtime="openvino", layer=["encoder.layer.1", "penultimate"])
     np.testing.assert_allclose(ov_rows.transform(images), torch_rows.transform(images), atol=1e-4)
+
+
+def test_a_bf16_checkpoint_loads_in_fp32(tmp_path):
+    model = transformers.ViTModel(transformers.ViTConfig(**TINY_VIT)).to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    transformers.ViTImageProcessor(**SQUARE_32).save_pretrained(tmp_path)
+    loaded, _ = resolve_backend(f"hf:{tmp_path}", "DEFAULT").load()
+    weight = loaded.embeddings.patch_embeddings.projection.weight
+    assert weight.dtype == torch.float32
+    assert torch.equal(
+        weight.to(torch.bfloat16), model.embeddings.patch_embeddings.projection.weight
+    )

@@ -157,6 +157,8 @@ class HfBackend(Backend):
         return seeded_init(lambda: model_class(config, **kwargs))
 
     def load_named(self) -> Any:
+        import torch
+
         config = self._config()
         model_class = _model_class(config)
         location = self._location()
@@ -166,6 +168,7 @@ class HfBackend(Backend):
                     location.source,
                     **self._pretrained_kwargs(),
                     **_init_kwargs(model_class, config),
+                    dtype=torch.float32,  # skfeat's precision setting casts, not the checkpoint
                     output_loading_info=True,
                 )
         except OSError as err:
