@@ -104,9 +104,6 @@ class HfBackend(Backend):
 
     source = "hf"
 
-    def __init__(self, name: str, weights: Any) -> None:
-        super().__init__(name, weights)
-
     @property
     def penultimate_module(self) -> str:
         return EMBEDDING
@@ -553,15 +550,27 @@ def _commit(location: _Location, label: str) -> str:
 
 
 def _folder_fingerprint(folder: str) -> str:
-    """Hash of the config and weight files of a ``save_pretrained`` folder."""
-    digest = hashlib.sha256()
-    names = sorted(entry.name for entry in os.scandir(folder) if _WEIGHT_FILES.match(entry.name))
-    if "config.json" not in names:
+    """Hash of the config and weight files of a ``save_pretrained`` folder.
+
+    The files are hashed again only when one of them changes size or modification time.
+    """
+    entries = sorted(
+        (entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+        for entry in os.scandir(folder)
+        if _WEIGHT_FILES.match(entry.name)
+    )
+    if "config.json" not in [name for name, *_ in entries]:
         raise WeightsUnavailableError(
             f"The folder {folder!r} has no config.json. Pass the folder that "
             "model.save_pretrained(folder) wrote."
         )
-    for name in names:
+    return _hash_files(folder, tuple(entries))
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_files(folder: str, entries: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, *_ in entries:
         digest.update(name.encode())
         digest.update(file_fingerprint(os.path.join(folder, name)).encode())
     return f"folder-{digest.hexdigest()[:16]}"
