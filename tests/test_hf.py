@@ -303,16 +303,14 @@ def test_offline_hub_id_not_in_the_cache_fails_fast(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    _hf._locate.cache_clear()
     start = time.perf_counter()
     with pytest.raises(
         WeightsUnavailableError,
         match=r"'skfeat-test/absent-model': HF_HUB_OFFLINE is set, and it is not in the "
-        r"local cache.*huggingface-cli download.*model='hf:/path/to/folder'",
+        r"local cache.*hf download.*model='hf:/path/to/folder'",
     ):
         PretrainedCNNFeaturizer("hf:skfeat-test/absent-model").fit(np.zeros((1, 8, 8, 3)))
     assert time.perf_counter() - start < 5.0
-    _hf._locate.cache_clear()
 
 
 def test_unreachable_hub_falls_back_to_the_cache(tmp_path, monkeypatch, images):
@@ -328,7 +326,7 @@ def test_unreachable_hub_falls_back_to_the_cache(tmp_path, monkeypatch, images):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(_hf, "unreachable", lambda url: "URLError: no network here")
-    _hf._locate.cache_clear()
+    _hf._hub_unreachable.cache_clear()
     try:
         name = "hf:skfeat-test/tiny-vit"
         backend = resolve_backend(name, "DEFAULT")
@@ -340,7 +338,7 @@ def test_unreachable_hub_falls_back_to_the_cache(tmp_path, monkeypatch, images):
         with pytest.raises(WeightsUnavailableError, match=r"did not answer \(URLError"):
             resolve_backend("hf:skfeat-test/other", "DEFAULT")
     finally:
-        _hf._locate.cache_clear()
+        _hf._hub_unreachable.cache_clear()
 
 
 def test_names_and_weights_are_checked(tmp_path):

@@ -468,21 +468,26 @@ def parse_name(name: str) -> tuple[str, str | None, bool]:
     return repo_id, revision or None, False
 
 
-@functools.lru_cache(maxsize=64)
 def _locate(name: str) -> _Location:
-    """Where to load ``name`` from; the Hub is probed once per process, briefly."""
+    """Where to load ``name`` from; ``HF_HUB_OFFLINE`` is read at every call."""
     source, revision, folder = parse_name(name)
     if folder:
         return _Location(source, None, folder=True, local_only=True)
     if hub_offline_mode():
         return _Location(source, revision, False, True, "HF_HUB_OFFLINE is set")
-    from huggingface_hub import hf_hub_url
-
-    reason = unreachable(hf_hub_url(source, "config.json", revision=revision))
+    reason = _hub_unreachable(source, revision)
     if reason is not None:
         why = f"the Hugging Face Hub did not answer ({reason})"
         return _Location(source, revision, False, True, why)
     return _Location(source, revision, False, False)
+
+
+@functools.lru_cache(maxsize=64)
+def _hub_unreachable(repo_id: str, revision: str | None) -> str | None:
+    """Why the Hub cannot serve ``repo_id`` now; it is probed once per process, briefly."""
+    from huggingface_hub import hf_hub_url
+
+    return unreachable(hf_hub_url(repo_id, "config.json", revision=revision))
 
 
 def _load_config(location: _Location, label: str) -> Any:
@@ -527,7 +532,7 @@ def _unavailable(location: _Location, label: str, err: Exception) -> WeightsUnav
     return WeightsUnavailableError(
         f"Could not load the Hugging Face model {location.source!r}: {why}, and it is not in "
         f"the local cache {str(constants.HF_HUB_CACHE)!r} ({cause}). Download it once where "
-        f"the Hub can be reached (huggingface-cli download {location.source}) and set "
+        f"the Hub can be reached (hf download {location.source}) and set "
         "HF_HUB_OFFLINE=1, or pass a local folder: model.save_pretrained(folder) and "
         "model='hf:/path/to/folder'."
     )
