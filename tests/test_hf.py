@@ -445,3 +445,10 @@ def test_a_bf16_checkpoint_loads_in_fp32(tmp_path):
     assert torch.equal(
         weight.to(torch.bfloat16), model.embeddings.patch_embeddings.projection.weight
     )
+
+
+def test_a_crop_the_model_cannot_take_is_refused(tmp_path):
+    transformers.ViTModel(transformers.ViTConfig(**TINY_VIT)).save_pretrained(tmp_path)
+    transformers.ViTImageProcessor().save_pretrained(tmp_path)  # 224 px for a 32 px model
+    with pytest.raises(UnknownModelError, match=r"crops 224 px, but the model takes 32 px"):
+        list_layers(f"hf:{tmp_path}")
