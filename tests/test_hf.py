@@ -452,3 +452,14 @@ def test_a_crop_the_model_cannot_take_is_refused(tmp_path):
     transformers.ViTImageProcessor().save_pretrained(tmp_path)  # 224 px for a 32 px model
     with pytest.raises(UnknownModelError, match=r"crops 224 px, but the model takes 32 px"):
         list_layers(f"hf:{tmp_path}")
+
+
+def test_a_distilled_deit_has_no_single_embedding(tmp_path):
+    config = transformers.DeiTConfig(**TINY_VIT, num_labels=3)
+    transformers.DeiTForImageClassificationWithTeacher(config).save_pretrained(tmp_path)
+    transformers.DeiTImageProcessor(
+        size={"height": 40, "width": 40}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(tmp_path)
+    layers = list_layers(f"hf:{tmp_path}", details=True)
+    assert "penultimate" not in layers  # its two heads read two tokens
+    assert (layers["layernorm"].layout, layers["layernorm"].prefix_tokens) == ("tokens", 2)
