@@ -271,6 +271,9 @@ def test_weights_fingerprint_follows_the_folder(tmp_path):
     transformers.ViTModel(transformers.ViTConfig(**TINY_VIT)).save_pretrained(tmp_path)
     assert backend.key != before
     assert resolve_backend(f"hf:{tmp_path}", None).key != backend.key
+    assert backend.data_config().interpolation == "bilinear"
+    transformers.ViTImageProcessor(**SQUARE_32, resample=3).save_pretrained(tmp_path)
+    assert backend.data_config().interpolation == "bicubic"  # the recipe is read again
 
 
 def test_the_cache_serves_no_features_of_replaced_weights(tmp_path, images):

@@ -70,7 +70,8 @@ _PROCESSORS = (
     "ViTImageProcessor",
 )
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes, as HF stores them
-_WEIGHT_FILES = re.compile(r".*\.(safetensors|bin)(\.index\.json)?$|config\.json$")
+# The files from_pretrained reads: configs, weights and their shard indexes.
+_MODEL_FILES = re.compile(r".*\.(safetensors|bin)(\.index\.json)?$|(preprocessor_)?config\.json$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -190,25 +191,32 @@ class HfBackend(Backend):
         return with_embedding(module)
 
     def data_config(self) -> DataConfig:
-        transformers = _transformers(f"model={self.label!r}")
         location = self._location()
-        try:
-            with _quiet():
-                processor = transformers.AutoImageProcessor.from_pretrained(
-                    location.source, **self._pretrained_kwargs()
-                )
-        except OSError as err:
-            if location.folder:
-                raise UnknownModelError(
-                    f"The folder {location.source!r} has no image processor config "
-                    f"({type(err).__name__}: {str(err)[:200]}). Save the processor the model "
-                    "was trained with beside it: AutoImageProcessor.from_pretrained(<the "
-                    "original repo>).save_pretrained(folder)."
-                ) from err
-            raise _unavailable(location, self.label, err) from err
-        config = hf_data_config(processor, f"the image processor of {self.label!r}")
+        stamp = _folder_fingerprint(location.source) if location.folder else None
+        config = _processor_recipe(location, self.label, stamp)
         _check_input_size(self._config(), config, self.label)
         return config
+
+
+@functools.lru_cache(maxsize=64)
+def _processor_recipe(location: _Location, label: str, stamp: str | None) -> DataConfig:
+    """The recipe of the image processor saved with the model, read once per version."""
+    transformers = _transformers(f"model={label!r}")
+    try:
+        with _quiet():
+            processor = transformers.AutoImageProcessor.from_pretrained(
+                location.source, revision=location.revision, local_files_only=location.local_only
+            )
+    except OSError as err:
+        if location.folder:
+            raise UnknownModelError(
+                f"The folder {location.source!r} has no image processor config "
+                f"({type(err).__name__}: {str(err)[:200]}). Save the processor the model "
+                "was trained with beside it: AutoImageProcessor.from_pretrained(<the "
+                "original repo>).save_pretrained(folder)."
+            ) from err
+        raise _unavailable(location, label, err) from err
+    return hf_data_config(processor, f"the image processor of {label!r}")
 
 
 def hf_data_config(processor: Any, origin: str) -> DataConfig:
@@ -555,14 +563,14 @@ def _commit(location: _Location, label: str) -> str:
 
 
 def _folder_fingerprint(folder: str) -> str:
-    """Hash of the config and weight files of a ``save_pretrained`` folder.
+    """Hash of the configs and weight files of a ``save_pretrained`` folder.
 
     The files are hashed again only when one of them changes size or modification time.
     """
     entries = sorted(
         (entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
         for entry in os.scandir(folder)
-        if _WEIGHT_FILES.match(entry.name)
+        if _MODEL_FILES.match(entry.name)
     )
     if "config.json" not in [name for name, *_ in entries]:
         raise WeightsUnavailableError(
