@@ -1,4 +1,4 @@
-"""Model sources: torchvision, timm, the offline EfficientNet-Lite0, and user modules.
+"""Model sources: torchvision, timm, the offline EfficientNet-Lite0, Hugging Face, user modules.
 
 :func:`resolve_backend` turns the ``model`` and ``weights`` parameters into a
 :class:`Backend`, which knows how to build the network, load its weights and feed it.
@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from skfeat._backends._base import Backend, is_weights_path, require_file
+from skfeat._backends._hf import HF_PREFIX, HfBackend
 from skfeat._backends._module import ModuleBackend
 from skfeat._backends._timm import LiteBackend, TimmBackend, list_timm_models
 from skfeat._backends._torchvision import TorchvisionBackend, list_torchvision_models
@@ -24,7 +26,9 @@ def list_models(source: str | None = None) -> list[str]:
     """List the model names skfeat can build, as ``model=`` takes them.
 
     Listing needs no network and loads no weights. A torch ``nn.Module`` of your own
-    is accepted as ``model`` as well, and is not listed.
+    is accepted as ``model`` as well, and is not listed; so is a Hugging Face
+    ``transformers`` vision model, as ``"hf:<repo id>"`` or ``"hf:/path/to/folder"``
+    (a ``save_pretrained`` folder).
 
     Parameters
     ----------
@@ -79,6 +83,15 @@ def resolve_backend(model: Any, weights: Any) -> Backend:
             f"model must be a model name (str) or a torch.nn.Module, got "
             f"{type(model).__name__}. See skfeat.list_models()."
         )
+    if model.startswith(HF_PREFIX):
+        backend = HfBackend(model.removeprefix(HF_PREFIX), weights)
+        backend.check()
+        return backend
+    if os.path.isfile(os.path.join(os.path.expanduser(model), "config.json")):
+        raise UnknownModelError(
+            f"model={model!r} is a folder, not a model name. For a Hugging Face "
+            f"save_pretrained folder, pass model={HF_PREFIX + model!r}."
+        )
     if model == LITE_NAME:
         backend = LiteBackend(model, weights)
         backend.check()
@@ -91,7 +104,7 @@ def resolve_backend(model: Any, weights: Any) -> Backend:
     if source not in ("", "torchvision"):
         raise UnknownModelError(
             f"Unknown model source {source!r} in model={model!r}. Use a torchvision name "
-            "('resnet50'), 'timm:<name>', or 'efficientnet_lite0'."
+            "('resnet50'), 'timm:<name>', 'hf:<repo id or folder>', or 'efficientnet_lite0'."
         )
     known = list_torchvision_models()
     if name not in known:
