@@ -6,10 +6,12 @@ TFLite file against TensorFlow's own output of the same layer. The images go thr
 skfeat's own recipe on both sides, so only the backbone's run is compared.
 """
 
+import importlib.util
 import pickle
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -34,6 +36,12 @@ def _batch(images, recipe):
     config = DataConfig(**recipe)
     batch = stack_images([resize_and_crop(image, config) for image in images])
     return normalize_batch(batch, config, torch.float32)
+
+
+def _export(model, args, path, **options):
+    with warnings.catch_warnings():  # the exporter's deprecation and tracer chatter
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, path, **options)
 
 
 def _close(got, expected):
@@ -62,7 +70,7 @@ def resnet_onnx(tmp_path_factory):
     pytest.importorskip("onnx")
     model = _tiny_resnet()
     path = tmp_path_factory.mktemp("onnx") / "resnet.onnx"
-    torch.onnx.export(
+    _export(
         model,
         (torch.zeros(2, 3, 64, 64),),
         str(path),
@@ -151,6 +159,19 @@ def test_onnx_rows_are_cached_by_file_content(resnet_onnx, tmp_path):
     assert cache.stats()["hits"] >= 2
 
 
+def test_openvino_ir_gives_the_rows_of_its_onnx_source(resnet_onnx, tmp_path):
+    import openvino as ov
+
+    _, path = resnet_onnx
+    xml = tmp_path / "resnet.xml"
+    ov.save_model(ov.Core().read_model(path), str(xml), compress_to_fp16=False)
+    images = _images(2)
+    params = {"preprocessing": RECIPE, "layer": [LAYER4, "penultimate"], "n_jobs": 1}
+    expected = PretrainedCNNFeaturizer(path, **params).fit_transform(images)
+    got = PretrainedCNNFeaturizer(str(xml), **params).fit_transform(images)
+    assert _close(got, expected) < 1e-6
+
+
 @pytest.fixture(scope="module")
 def vit_onnx(tmp_path_factory):
     timm = pytest.importorskip("timm")
@@ -160,7 +181,7 @@ def vit_onnx(tmp_path_factory):
         "vit_tiny_patch16_224", pretrained=False, depth=2, img_size=64, num_classes=7
     ).eval()
     path = tmp_path_factory.mktemp("onnx") / "vit.onnx"
-    torch.onnx.export(
+    _export(
         model,
         (torch.zeros(2, 3, 64, 64),),
         str(path),
@@ -228,7 +249,8 @@ TF_RECIPE = {"resize_size": 36, "crop_size": 32, "mean": (0.5,) * 3, "std": (0.2
 
 @pytest.fixture(scope="module")
 def tf_files(tmp_path_factory):
-    pytest.importorskip("tensorflow")
+    if importlib.util.find_spec("tensorflow") is None:  # not imported here: it runs apart
+        pytest.skip("tensorflow not installed")
     out = tmp_path_factory.mktemp("tf")
     images = _images(4, side=(40, 50))
     np.save(out / "batch.npy", _batch(images, TF_RECIPE).permute(0, 2, 3, 1).numpy())
@@ -251,6 +273,13 @@ def test_saved_model_penultimate_and_logits_match_tensorflow(tf_files):
 
 
 @pytest.mark.slow
+def test_saved_model_lists_its_outputs_only(tf_files):
+    out, _, _ = tf_files
+    layers = list_layers(str(out / "saved_model"), preprocessing=TF_RECIPE)
+    assert layers == {"output_0": (5,), "penultimate": (16,), "logits": (5,)}
+
+
+@pytest.mark.slow
 def test_tflite_channel_last_map_matches_tensorflow(tf_files):
     out, images, expected = tf_files
     path = str(out / "model.tflite")
@@ -263,8 +292,10 @@ def test_tflite_channel_last_map_matches_tensorflow(tf_files):
     assert _close(got[:, :16], expected["c2"].mean(axis=(1, 2))) < 1e-4
     assert _close(got[:, 16:32], expected["pooled"]) < 1e-4
     assert _close(got[:, 32:], expected["logits"]) < 1e-4
+    # skfeat's flatten keeps (C, H, W) order on every layout: TF's (H, W, C), moved.
     flat = PretrainedCNNFeaturizer(path, preprocessing=TF_RECIPE, layer=c2, pooling="flatten")
-    assert _close(flat.fit_transform(images), expected["c2"].reshape(len(images), -1)) < 1e-4
+    channel_first = expected["c2"].transpose(0, 3, 1, 2).reshape(len(images), -1)
+    assert _close(flat.fit_transform(images), channel_first) < 1e-4
 
 
 @pytest.mark.slow
@@ -335,7 +366,7 @@ def test_two_heads_make_penultimate_ambiguous(tmp_path):
             return (self.head(pooled) + self.head_dist(pooled.flip(1))) / 2
 
     path = tmp_path / "two_heads.onnx"
-    torch.onnx.export(
+    _export(
         TwoHeads().eval(),
         (torch.zeros(2, 3, 32, 32),),
         str(path),
