@@ -172,6 +172,22 @@ def test_openvino_ir_gives_the_rows_of_its_onnx_source(resnet_onnx, tmp_path):
     assert _close(got, expected) < 1e-6
 
 
+def test_a_replaced_file_is_computed_again(tmp_path):
+    from skfeat import ActivationCache
+
+    model, path = _tiny_resnet(), str(tmp_path / "model.onnx")
+    images, cache = _images(2), ActivationCache()
+    params = {"preprocessing": RECIPE, "layer": "logits", "cache": cache, "n_jobs": 1}
+    _export(model, (torch.zeros(2, 3, 64, 64),), path, dynamo=False)
+    first = PretrainedCNNFeaturizer(path, **params).fit_transform(images)
+    with torch.no_grad():  # twice the classifier: twice the logits
+        model.fc.weight.mul_(2.0)
+        model.fc.bias.mul_(2.0)
+    _export(model, (torch.zeros(2, 3, 64, 64),), path, dynamo=False)
+    second = PretrainedCNNFeaturizer(path, **params).fit_transform(images)
+    assert _close(second, 2.0 * first) < 1e-5
+
+
 @pytest.fixture(scope="module")
 def vit_onnx(tmp_path_factory):
     timm = pytest.importorskip("timm")
