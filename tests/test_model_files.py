@@ -172,6 +172,7 @@ def test_openvino_ir_gives_the_rows_of_its_onnx_source(resnet_onnx, tmp_path):
     assert _close(got, expected) < 1e-6
 
 
+@pytest.mark.slow
 def test_a_replaced_file_is_computed_again(tmp_path):
     from skfeat import ActivationCache
 

@@ -86,7 +86,7 @@ def resolve_backend(model: Any, weights: Any, preprocessing: Any = None) -> Any:
             backend.check()
             return backend
         raise UnknownModelError(
-            f"model must be a model name (str), a model file or a torch.nn.Module, got "
+            f"model must be a model name (str) or a torch.nn.Module, got "
             f"{type(model).__name__}. See skfeat.list_models()."
         )
     if model == LITE_NAME:
