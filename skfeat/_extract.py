@@ -116,7 +116,7 @@ def architecture(backend: Any, crop_size: int) -> Architecture:
 def _trace(backend: Any, crop_size: int) -> Architecture:
     read_graph = getattr(backend, "read_architecture", None)
     if read_graph is not None:  # a model file: its graph's named tensors, not modules
-        return read_graph(crop_size)  # type: ignore[no-any-return]
+        return read_graph(crop_size)
     error: Exception | None = None
     for device in ("meta", "cpu"):  # some custom ops have no meta kernel: then on CPU
         try:

@@ -136,6 +136,18 @@ def test_onnx_layers_are_tensor_names_with_shapes_and_layouts(resnet_onnx):
     )
 
 
+def test_onnx_in_bf16_stays_close_to_fp32(resnet_onnx):
+    _, path = resnet_onnx
+    images = _images(2)
+    params = {"preprocessing": RECIPE, "layer": "penultimate", "n_jobs": 1}
+    fp32 = PretrainedCNNFeaturizer(path, precision="fp32", **params).fit_transform(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # emulated bf16 on CPUs without it warns
+        bf16 = PretrainedCNNFeaturizer(path, precision="bf16", **params).fit_transform(images)
+    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() > 0.99
+
+
 def test_onnx_featurizer_pickles_the_path_only(resnet_onnx, tmp_path):
     _, path = resnet_onnx
     images = _images(2)
@@ -303,6 +315,9 @@ def test_tflite_channel_last_map_matches_tensorflow(tf_files):
     layers = list_layers(path, preprocessing=TF_RECIPE, details=True)
     (c2,) = [name for name in layers if "c2" in name and "Relu" in name]
     assert layers[c2].shape == (16, 16, 16) and layers[c2].layout == "map_last"
+    names = list(layers)  # the file's own order, aliases last
+    assert names.index(c2) < names.index("functional_1/gap_1/Mean")
+    assert names[-2:] == ["penultimate", "logits"]
     got = PretrainedCNNFeaturizer(
         path, preprocessing=TF_RECIPE, layer=[c2, "penultimate", "logits"]
     ).fit_transform(images)

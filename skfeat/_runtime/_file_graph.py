@@ -66,6 +66,7 @@ class _Graph:
 
     model: Any  # openvino.Model
     outputs: list[str]  # the graph's own outputs, by tensor name
+    order: list[str] | None = None  # the file's own tensor order, where conversion moves it
 
 
 def _name(output: Any) -> str | None:
@@ -112,7 +113,8 @@ def _read(backend: Any, tensors: Sequence[str] | None = None) -> _Graph:
         names = list(dict.fromkeys([*outputs, *tensors]))
         places = [loaded.get_place_by_tensor_name(name) for name in names]
         loaded.override_all_outputs([place for place in places if place is not None])
-        return _Graph(frontend.convert(loaded), outputs)
+        # The converter moves layout transposes, and with them named tensors, later.
+        return _Graph(frontend.convert(loaded), outputs, order=list(tensors))
     except Exception as error:  # any reader failure is the file's, said as such
         raise UnknownModelError(
             f"OpenVINO cannot read the {backend.format_name} file {path!r} "
@@ -262,6 +264,9 @@ def read_architecture(backend: Any, crop_size: int) -> Architecture:
                     "Export it with a free batch axis."
                 ) from error
     tensors = _tensors(model)
+    if graph.order is not None:
+        rank = {name: index for index, name in enumerate(graph.order)}
+        tensors = dict(sorted(tensors.items(), key=lambda item: rank.get(item[0], len(rank))))
     channel_first = frozenset(
         name
         for name, port in tensors.items()
