@@ -15,9 +15,9 @@ last requested layer, so nothing past it is computed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from skfeat._declarations import collect_hints, copy_at_size
@@ -78,10 +78,14 @@ class LayerInfo:
 
 @dataclass(frozen=True)
 class Architecture:
-    """The readable layers of one backbone, in forward order."""
+    """The readable layers of one backbone, in forward order.
+
+    ``absent`` maps an alias the backbone lacks to why, for the error that asks for it.
+    """
 
     layers: dict[str, LayerInfo]
     classifier: str | None = None
+    absent: Mapping[str, str] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         return list(self.layers)
@@ -110,6 +114,9 @@ def architecture(backend: Any, crop_size: int) -> Architecture:
 
 
 def _trace(backend: Any, crop_size: int) -> Architecture:
+    read_graph = getattr(backend, "read_architecture", None)
+    if read_graph is not None:  # a model file: its graph's named tensors, not modules
+        return read_graph(crop_size)
     error: Exception | None = None
     for device in ("meta", "cpu"):  # some custom ops have no meta kernel: then on CPU
         try:
@@ -253,6 +260,8 @@ def find_layer(architecture: Architecture, name: str, label: str) -> LayerInfo:
     """The layer called ``name``, or an :class:`UnknownLayerError` with close names."""
     if name in architecture.layers:
         return architecture.layers[name]
+    if name in architecture.absent:
+        raise UnknownLayerError(architecture.absent[name])
     hint = did_you_mean(name, architecture.names(), cutoff=0.5)
     raise UnknownLayerError(
         f"Layer {name!r} not found in {label!r}.{hint} See skfeat.list_layers({label!r}) "
@@ -270,7 +279,9 @@ class LayerDetails(NamedTuple):
     widths: dict[str, int | None]
 
 
-def list_layers(model: Any, weights: Any = "DEFAULT", *, details: bool = False) -> dict[str, Any]:
+def list_layers(
+    model: Any, weights: Any = "DEFAULT", *, details: bool = False, preprocessing: Any = None
+) -> dict[str, Any]:
     """List the layers of ``model`` that ``layer=`` accepts, with their output shapes.
 
     The network runs once on an empty ``meta`` input: no weights are loaded and no
@@ -279,13 +290,17 @@ def list_layers(model: Any, weights: Any = "DEFAULT", *, details: bool = False) 
 
     Parameters
     ----------
-    model : str or torch.nn.Module
-        As for :class:`PretrainedCNNFeaturizer`, for example ``"resnet50"``.
+    model : str, path or torch.nn.Module
+        As for :class:`PretrainedCNNFeaturizer`, for example ``"resnet50"`` or a model
+        file (``"model.onnx"``), whose layers are its graph's named tensors.
     weights : str, path or None, default="DEFAULT"
         Only changes the input size when the weights' recipe does.
     details : bool, default=False
         Describe each layer fully (layout and width per pooling) instead of giving
         its shape alone.
+    preprocessing : dict or None, default=None
+        A model file's recipe, as for :class:`PretrainedCNNFeaturizer`: its crop is the
+        input size the graph is read at.
 
     Returns
     -------
@@ -318,7 +333,7 @@ def list_layers(model: Any, weights: Any = "DEFAULT", *, details: bool = False) 
 
     if not isinstance(details, bool):
         raise parameter_error("list_layers", "details", details, "a bool")
-    backend = resolve_backend(model, weights)
+    backend = resolve_backend(model, weights, preprocessing)
     traced = architecture(backend, backend.data_config().crop_size)
     ordered = sorted(traced.layers.values(), key=lambda info: info.order)
     if not details:

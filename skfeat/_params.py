@@ -109,7 +109,13 @@ class Param:
 
 
 def _is_model(value: Any) -> bool:
-    return isinstance(value, str) or callable(value)
+    return isinstance(value, (str, os.PathLike)) or callable(value)
+
+
+def _is_preprocessing(value: Any) -> bool:
+    from skfeat._preprocess import DataConfig
+
+    return value is None or isinstance(value, (Mapping, DataConfig))
 
 
 def _is_weights(value: Any) -> bool:
@@ -162,9 +168,14 @@ _DECODERS = ("auto", *DECODERS)
 
 # In the order of PretrainedCNNFeaturizer.__init__; checked in this order.
 PARAMETERS: dict[str, Param] = {
-    "model": Param(accepts=_is_model, expected="a model name (str) or a torch.nn.Module"),
+    "model": Param(
+        accepts=_is_model, expected="a model name (str), a model file path or a torch.nn.Module"
+    ),
     "weights": Param(
         accepts=_is_weights, expected="'DEFAULT', a weights tag, a path to a state_dict, or None"
+    ),
+    "preprocessing": Param(
+        accepts=_is_preprocessing, expected="None, a dict of DataConfig fields or a DataConfig"
     ),
     "layer": Param(
         accepts=_is_layer,

@@ -116,7 +116,12 @@ def build_plan(
         data_config=config,
         classifier=traced.classifier,
         targets=_tile([(info, pooling) for info in infos]),
-        stages=cache_stages(traced, backend.stage_names()) if caching else (),
+        # A model file's tensors have no module tree to find its stages in.
+        stages=(
+            cache_stages(traced, backend.stage_names())
+            if caching and backend.source != "file"
+            else ()
+        ),
     )
 
 

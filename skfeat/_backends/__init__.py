@@ -1,4 +1,5 @@
-"""Model sources: torchvision, timm, the offline EfficientNet-Lite0, Hugging Face, user modules.
+"""Model sources: torchvision, timm, the offline EfficientNet-Lite0, Hugging Face, user
+modules and model files.
 
 :func:`resolve_backend` turns the ``model`` and ``weights`` parameters into a
 :class:`Backend`, which knows how to build the network, load its weights and feed it.
@@ -10,12 +11,13 @@ import os
 from typing import Any
 
 from skfeat._backends._base import Backend, is_weights_path, require_file
+from skfeat._backends._file import GraphFileBackend, model_file_format
 from skfeat._backends._hf import HF_PREFIX, HfBackend
 from skfeat._backends._module import ModuleBackend
 from skfeat._backends._timm import LiteBackend, TimmBackend, list_timm_models
 from skfeat._backends._torchvision import TorchvisionBackend, list_torchvision_models
 from skfeat._validation import check_choice, did_you_mean
-from skfeat.exceptions import UnknownModelError
+from skfeat.exceptions import InvalidParameterError, UnknownModelError
 
 __all__ = ["Backend", "list_models", "resolve_backend"]
 
@@ -65,11 +67,20 @@ def list_models(source: str | None = None) -> list[str]:
     return names
 
 
-def resolve_backend(model: Any, weights: Any) -> Backend:
-    """The backend for ``model`` (a name or an ``nn.Module``) and ``weights``.
+def resolve_backend(model: Any, weights: Any, preprocessing: Any = None) -> Any:
+    """The backend for ``model`` (a name, an ``nn.Module`` or a model file) and ``weights``.
 
+    ``preprocessing`` is the recipe of a model file (which does not carry one).
     Raises :class:`UnknownModelError` for a name no source knows, with close matches.
     """
+    file_format = model_file_format(model)
+    if file_format is not None:
+        return GraphFileBackend.resolve(model, file_format, weights, preprocessing)
+    if preprocessing is not None:
+        raise InvalidParameterError(
+            f"preprocessing= is used with model files only, but model={model!r}: its "
+            "weights bring their own recipe. Leave preprocessing=None."
+        )
     if is_weights_path(weights):
         require_file(weights)  # fail in fit, not after the first batch is decoded
     if not isinstance(model, str):
@@ -111,7 +122,8 @@ def resolve_backend(model: Any, weights: Any) -> Backend:
         hint = did_you_mean(name, [*known, LITE_NAME])
         raise UnknownModelError(
             f"Unknown model {model!r}.{hint} Expected a torchvision classification model, "
-            "'timm:<name>', 'efficientnet_lite0' or a torch.nn.Module; see "
+            "'timm:<name>', 'efficientnet_lite0', a model file (.onnx, .tflite, OpenVINO "
+            ".xml, a TensorFlow SavedModel folder) or a torch.nn.Module; see "
             "skfeat.list_models()."
         )
     backend = TorchvisionBackend(name, weights)

@@ -123,21 +123,12 @@ def featurize(
     file as read, before they are decoded: the cache keys the row by them.
     """
     backend, config = plan.backend, plan.data_config
-    prepared = get_model(backend, settings.device, plan.classifier)
-    if not prepared.head_loaded and any(t.layer.name == LOGITS for t in plan.targets):
-        raise SkfeatError(
-            f"layer='logits' was requested, but the weights {backend.weights!r} have no "
-            "classifier, so the logits would come from random values. Use "
-            "layer='penultimate' or a convolutional layer."
-        )
-    read = frozenset(t.layer.module for t in plan.targets if t.layer.module)
-    graph = None
-    with prepared.lock:
-        tune(prepared, backend, plan.classifier, read)
-        if settings.runtime == "openvino":
-            from skfeat._runtime._openvino import graph_for
+    if backend.source == "file":  # a model file: OpenVINO runs its graph, no torch module
+        from skfeat._runtime._file_graph import file_graph_for
 
-            graph = graph_for(prepared, plan, settings.precision, fallback=settings.fallback)
+        prepared, graph = None, file_graph_for(plan, settings.precision)
+    else:
+        prepared, graph = _torch_model(plan, settings)
     run = _Run(
         prepared=prepared,
         config=config,
@@ -209,16 +200,37 @@ def featurize(
     return output, failures
 
 
+def _torch_model(plan: RunPlan, settings: RunSettings) -> tuple[PreparedModel, Any]:
+    """The loaded, tuned backbone, and its OpenVINO graph for ``runtime="openvino"``."""
+    backend = plan.backend
+    prepared = get_model(backend, settings.device, plan.classifier)
+    if not prepared.head_loaded and any(t.layer.name == LOGITS for t in plan.targets):
+        raise SkfeatError(
+            f"layer='logits' was requested, but the weights {backend.weights!r} have no "
+            "classifier, so the logits would come from random values. Use "
+            "layer='penultimate' or a convolutional layer."
+        )
+    read = frozenset(t.layer.module for t in plan.targets if t.layer.module)
+    graph = None
+    with prepared.lock:
+        tune(prepared, backend, plan.classifier, read)
+        if settings.runtime == "openvino":
+            from skfeat._runtime._openvino import graph_for
+
+            graph = graph_for(prepared, plan, settings.precision, fallback=settings.fallback)
+    return prepared, graph
+
+
 @dataclass
 class _Run:
     """One featurize call's model settings; runs batches, halving them on out-of-memory."""
 
-    prepared: PreparedModel
+    prepared: PreparedModel | None  # None for a model file, which OpenVINO runs
     config: DataConfig
     plan: RunPlan
     dtype: Any
     limit_key: tuple[str, str, str, int]
-    graph: Any = None  # an OpenVINO graph (skfeat._runtime._openvino.Graph), or torch
+    graph: Any = None  # an OpenVINO graph (_openvino.Graph, _file_graph.FileGraph), or torch
 
     def infer(self, images: list[Any], rows: np.ndarray, output: np.ndarray) -> None:
         """Write the features of ``images`` into ``output[rows]``, in chunks that fit."""
@@ -231,7 +243,8 @@ class _Run:
                 if size == 1 or not _is_out_of_memory(error):
                     raise
                 _BATCH_LIMITS[self.limit_key] = size // 2
-                _release_cached_memory(self.prepared.device)
+                if self.prepared is not None:
+                    _release_cached_memory(self.prepared.device)
                 continue
             chunk_rows = rows[done : done + size]
             for target, values in zip(self.plan.targets, pooled, strict=True):
@@ -242,10 +255,11 @@ class _Run:
         """The pooled float32 features of one batch, one array per read."""
         import torch
 
-        device = self.prepared.device
         batch = stack_images(images)  # channels-last uint8
         if self.graph is not None:
             return self.graph.run(batch)
+        assert self.prepared is not None  # only a model file runs without one, in a graph
+        device = self.prepared.device
         if device.type == "cuda":
             # Pinned host memory lets the copy run asynchronously with the host.
             batch = batch.pin_memory().to(device, non_blocking=True)
