@@ -141,7 +141,7 @@ def decode_finest_eighth(decode, item, index, *, min_side=None, data=None, **opt
     import simplejpeg
     from PIL import Image
 
-    from skfeat._inputs import _orientation, _upright
+    from skfeat._inputs._pixels import exif_orientation, to_upright
 
     data = data if data is not None else item if isinstance(item, bytes) else None
     if data is None:
@@ -152,7 +152,7 @@ def decode_finest_eighth(decode, item, index, *, min_side=None, data=None, **opt
         pixels = simplejpeg.decode_jpeg(
             data, colorspace="RGB", min_height=min_side, min_width=min_side, strict=True
         )
-        return _upright(pixels, _orientation(image))
+        return to_upright(pixels, exif_orientation(image))
 
 
 def features_with_decode(featurizer, items, variant: str) -> np.ndarray:

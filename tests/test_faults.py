@@ -322,7 +322,8 @@ def test_entry_replaced_by_a_device_or_a_fifo_is_damage_not_a_hang(tmp_path):
 
 def test_a_fifo_swapped_in_between_stat_and_open_is_refused(tmp_path, monkeypatch):
     """The type is checked again on the open descriptor, opened without blocking."""
-    import skfeat._inputs as inputs
+    import skfeat._inputs._reading as reading
+    from skfeat._inputs import decode
 
     path = tmp_path / "photo.png"
     path.write_bytes(b"\x89PNG not really")
@@ -334,12 +335,12 @@ def test_a_fifo_swapped_in_between_stat_and_open_is_refused(tmp_path, monkeypatc
             os.mkfifo(path)
         return real_open(name, flags, *args, **kwargs)
 
-    monkeypatch.setattr(inputs.os, "open", swap_then_open)
+    monkeypatch.setattr(reading.os, "open", swap_then_open)
     outcome = {}
 
     def read():
         try:
-            inputs.decode(path, 0)
+            decode(path, 0)
         except ImageDecodeError as error:
             outcome["cause"] = error.cause
 
