@@ -24,6 +24,7 @@ import skfeat
 from skfeat import ActivationCache, PretrainedCNNFeaturizer
 from skfeat._cache import resolve_cache
 from skfeat._cache._cached import featurize_cached
+from skfeat._cache._entry import ENTRY_SUFFIX, Damaged, encode_entry, read_entry
 from skfeat._cache._keys import (
     CACHE_FORMAT,
     compute_signature,
@@ -31,7 +32,6 @@ from skfeat._cache._keys import (
     default_cache_directory,
     namespace_key,
 )
-from skfeat._cache._store import ENTRY_SUFFIX, decode_entry, encode_entry
 from skfeat._extract import architecture
 from skfeat._plan import cache_stages
 from skfeat.exceptions import CacheWarning, ImageDecodeError
@@ -117,6 +117,70 @@ def test_pickle_is_a_handle_not_the_contents(tiny_model, random_images, tmp_path
         assert restored.stats() == cache.stats()
         assert restored.directory == cache.directory
         assert restored.max_bytes == cache.max_bytes
+
+
+def _as_if_in_another_process(monkeypatch, payload: bytes) -> ActivationCache:
+    """Unpickle ``payload`` where the process id is not the one that pickled it."""
+    real = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real + 1)
+    return pickle.loads(payload)
+
+
+def test_an_in_memory_cache_in_another_process_warns_that_it_shares_nothing(
+    tiny_model, random_images, tmp_path, monkeypatch
+):
+    cache = ActivationCache()
+    _featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    payload = pickle.dumps(cache)
+    pickled_in = os.getpid()
+    del cache  # in another process, the store is not there
+    message = (
+        rf"^An in-memory ActivationCache was sent from process {pickled_in} to process "
+        rf"{pickled_in + 1} .* it starts empty here .* pass a directory to share the "
+        r'cache: ActivationCache\("/path"\)'
+    )
+    with pytest.warns(CacheWarning, match=message):
+        restored = _as_if_in_another_process(monkeypatch, payload)
+    assert restored.stats()["entries"] == 0
+    pickle.loads(payload)  # once per store and process: no second warning (errors here)
+    on_disk = pickle.dumps(ActivationCache(tmp_path / "store"))
+    assert pickle.loads(on_disk).directory == tmp_path / "store"  # shared: no warning
+
+
+_GRID_WITH_AN_IN_MEMORY_CACHE = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from conftest import make_tiny_backbone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from skfeat import ActivationCache, PretrainedCNNFeaturizer
+
+images = list(np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8))
+featurizer = PretrainedCNNFeaturizer(
+    make_tiny_backbone(), cache=ActivationCache(), n_jobs=1, **{named!r}
+)
+pipe = make_pipeline(featurizer, LogisticRegression(max_iter=50))
+grid = {{"pretrainedcnnfeaturizer__pooling": ["avg", "max"]}}
+GridSearchCV(pipe, grid, cv=2, n_jobs=2).fit(images, np.arange(8) % 2)
+"""
+
+
+@pytest.mark.slow
+def test_grid_search_in_worker_processes_warns_about_an_in_memory_cache(tmp_path):
+    script = tmp_path / "grid.py"
+    script.write_text(
+        _GRID_WITH_AN_IN_MEMORY_CACHE.format(tests=str(REPO / "tests"), named=BARE_INSTALL)
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # The workers' warnings go to their stderr, which they share with the script's.
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "CacheWarning: An in-memory ActivationCache was sent from process" in done.stderr
+    assert 'pass a directory to share the cache: ActivationCache("/path")' in done.stderr
 
 
 def test_fitted_featurizer_with_cache_pickles_small(tiny_model, random_images, tmp_path):
@@ -411,25 +475,48 @@ def test_write_failure_warns_and_returns_features(tiny_model, random_images, tmp
 # -- the disk store ------------------------------------------------------------------------
 
 
-def test_entry_format_round_trips_and_rejects_damage():
+def _read_entry_file(file: Path) -> dict:
+    """Read an entry the way the disk store does: under its own key and namespace."""
+    return read_entry(file, key=file.stem, namespace=file.parent.parent.name)
+
+
+def test_entry_format_round_trips_and_rejects_damage(tmp_path):
     entry = {"layer1|avg": np.arange(5, dtype=np.float32), "penultimate|avg": np.ones(3, "f4")}
     data = encode_entry(entry, key="ab12", namespace="n1")
     assert data.startswith(b"SKFC\x02")  # format 2: entries record their key and namespace
     assert f"format={CACHE_FORMAT}" in compute_signature() and CACHE_FORMAT == 2
-    decoded = decode_entry(data, key="ab12", namespace="n1")
+    path = tmp_path / f"ab12{ENTRY_SUFFIX}"
+    path.write_bytes(data)
+    decoded = read_entry(path, key="ab12", namespace="n1")
     assert decoded.keys() == entry.keys()
     for name in entry:
         np.testing.assert_array_equal(decoded[name], entry[name])
-    assert decode_entry(data) is not None
-    assert decode_entry(data, key="ab13") is None  # another image's entry
-    assert decode_entry(data, namespace="n2") is None  # another computation's
-    assert decode_entry(b"SKFC\x01" + data[5:]) is None  # the format before
-    assert decode_entry(data[:-1]) is None
-    assert decode_entry(data[: len(data) // 2]) is None
-    assert decode_entry(b"") is None
+        assert decoded[name].dtype == np.float32
+    with pytest.raises(Damaged):
+        read_entry(path, key="ab13", namespace="n1")  # another image's entry
+    with pytest.raises(Damaged):
+        read_entry(path, key="ab12", namespace="n2")  # another computation's
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0xFF
-    assert decode_entry(bytes(flipped)) is None
+    damaged = {
+        "the format before": b"SKFC\x01" + data[5:],
+        "one byte short": data[:-1],
+        "half": data[: len(data) // 2],
+        "empty": b"",
+        "one bit flipped": bytes(flipped),
+        "one byte more": data + b"\0",
+    }
+    for what, damage in damaged.items():
+        path.write_bytes(damage)
+        with pytest.raises(Damaged):
+            read_entry(path, key="ab12", namespace="n1")
+            pytest.fail(what)
+    with pytest.raises(FileNotFoundError):
+        read_entry(tmp_path / "missing.skfc", key="ab12", namespace="n1")
+    nan = encode_entry({"layer1|avg": np.array([1.0, np.nan], "f4")}, key="ab12", namespace="n1")
+    path.write_bytes(nan)
+    with pytest.raises(Damaged):  # never stored, so never read back
+        read_entry(path, key="ab12", namespace="n1")
     length = int.from_bytes(data[5:9], "little")  # no pickle: a JSON header, raw floats
     assert json.loads(data[9 : 9 + length]) == {
         "key": "ab12",
@@ -461,7 +548,7 @@ def test_corrupt_entry_is_recomputed(counted_model, random_images, tmp_path, dam
     assert log.images() == len(random_images) + 1
     stats = cache.stats()
     assert (stats["corrupt"], stats["misses"], stats["entries"]) == (1, 9, 8)
-    assert decode_entry(victim.read_bytes(), key=victim.stem) is not None  # rewritten whole
+    assert _read_entry_file(victim)  # rewritten whole
 
 
 @pytest.mark.parametrize("on_disk", [False, True])
@@ -529,7 +616,7 @@ def test_concurrent_writers_share_one_directory(tmp_path):
     np.testing.assert_array_equal(first, second)
     files = _entry_files(directory)
     assert len(files) == 24
-    assert all(decode_entry(file.read_bytes()) is not None for file in files)
+    assert all(_read_entry_file(file) for file in files)
     assert not list(directory.rglob(".tmp-*"))
     images = np.random.default_rng(0).integers(0, 256, size=(24, 40, 40, 3), dtype=np.uint8)
     from conftest import make_tiny_backbone

@@ -26,8 +26,8 @@ from PIL import Image
 
 import skfeat._cache._cached as cached
 from skfeat import ActivationCache, PretrainedCNNFeaturizer
+from skfeat._cache._entry import ENTRY_SUFFIX
 from skfeat._cache._keys import content_key
-from skfeat._cache._store import ENTRY_SUFFIX
 from skfeat.exceptions import CacheWarning, ImageDecodeError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -301,7 +301,7 @@ namespace = "0" * 20
 keys = ["ab" + "1" * 30, "ab" + "2" * 30, "ab" + "3" * 30]
 entry = {"stage1|avg": np.ones(4, dtype=np.float32)}
 cache._put_many(namespace, {key: entry for key in keys})
-zero, fifo = (cache._entry_path(namespace, key) for key in keys[:2])
+zero, fifo = (os.path.join(folder, namespace, key[:2], key + '.skfc') for key in keys[:2])
 os.remove(zero)
 os.symlink("/dev/zero", zero)
 os.remove(fifo)
