@@ -125,8 +125,13 @@ def test_an_in_memory_cache_in_another_process_warns_that_it_shares_nothing(
 ):
     cache = ActivationCache()
     make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
-    payload = pickle.dumps(cache)
     pickled_in = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: pickled_in + 1)
+    from_a_worker = pickle.dumps(cache)
+    monkeypatch.undo()
+    # Back in the process that holds the store (a worker's results): the same store.
+    assert pickle.loads(from_a_worker).stats() == cache.stats()  # no warning (errors here)
+    payload = pickle.dumps(cache)
     del cache  # in another process, the store is not there
     message = (
         rf"^An in-memory ActivationCache was sent from process {pickled_in} to process "

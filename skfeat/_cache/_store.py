@@ -61,11 +61,16 @@ def _shared(registry: Any, key: str, make: Callable[[], Backend]) -> Any:
 def _restore(
     directory: str | None, max_bytes: int | None, token: str, pickled_in: int | None = None
 ) -> ActivationCache:
-    """Unpickle a handle; an in-memory store from another process is a new, empty one."""
+    """Unpickle a handle; an in-memory store from another process is a new, empty one.
+
+    A store this process holds is the same store, wherever the pickle came from (a
+    worker's results coming back); one it does not hold warns, once per store.
+    """
     if directory is None and pickled_in is not None and pickled_in != os.getpid():
         with _BACKENDS_LOCK:
             unknown = token not in _MEMORY_BACKENDS and token not in _WARNED_TOKENS
-            _WARNED_TOKENS.add(token)
+            if unknown:
+                _WARNED_TOKENS.add(token)
         if unknown:
             _warn_not_shared(pickled_in)
     cache = ActivationCache.__new__(ActivationCache)
