@@ -22,7 +22,6 @@ import statistics
 import struct
 import sys
 import tempfile
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import timed
 from make_corpus import make_corpus
 
 BAD_KINDS = (
@@ -88,11 +88,10 @@ def make_bad(folder: Path, n_bad: int, good: list[Path], seed: int) -> list[str]
 
 
 def _timed_transform(featurizer, X) -> tuple[float, np.ndarray]:
-    start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the mixed run warns once, by design
-        features = featurizer.transform(X)
-    return time.perf_counter() - start, features
+        timing = timed(featurizer.transform, X)
+    return timing.seconds, timing.result
 
 
 def main(argv: list[str] | None = None) -> int:

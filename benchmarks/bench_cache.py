@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from common import timed
 from PIL import Image
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -63,10 +63,11 @@ def search(model: str, cache: ActivationCache | None, n_jobs: int, batch_size: i
     return GridSearchCV(pipe, grid, cv=3, n_jobs=n_jobs)
 
 
-def timed(grid: GridSearchCV, paths: list[str], labels: np.ndarray) -> tuple[float, np.ndarray]:
-    start = time.perf_counter()
-    grid.fit(paths, labels)
-    return time.perf_counter() - start, grid.cv_results_["mean_test_score"]
+def timed_search(
+    grid: GridSearchCV, paths: list[str], labels: np.ndarray
+) -> tuple[float, np.ndarray]:
+    seconds = timed(grid.fit, paths, labels).seconds
+    return seconds, grid.cv_results_["mean_test_score"]
 
 
 def main() -> None:
@@ -85,17 +86,17 @@ def main() -> None:
         times: dict[str, list[float]] = {"no cache": [], "cache, cold": [], "cache, warm": []}
         misses = []
         for _ in range(args.repeats):
-            seconds, reference = timed(
+            seconds, reference = timed_search(
                 search(args.model, None, args.n_jobs, args.batch_size), paths, labels
             )
             times["no cache"].append(seconds)
             cache = ActivationCache()
-            seconds, cold = timed(
+            seconds, cold = timed_search(
                 search(args.model, cache, args.n_jobs, args.batch_size), paths, labels
             )
             times["cache, cold"].append(seconds)
             misses.append(cache.stats()["misses"])
-            seconds, warm = timed(
+            seconds, warm = timed_search(
                 search(args.model, cache, args.n_jobs, args.batch_size), paths, labels
             )
             times["cache, warm"].append(seconds)

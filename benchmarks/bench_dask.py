@@ -24,14 +24,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
-
-def _timed(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
+from common import timed
 
 
 def main() -> None:
@@ -85,11 +80,11 @@ def main() -> None:
             featurize(series, featurizer)
         ).result()
     try:
-        cold = {name: _timed(run) for name, run in configs.items()}  # loads the models
+        cold = {name: timed(run).seconds for name, run in configs.items()}  # loads the models
         times: dict[str, list[float]] = {name: [] for name in configs}
         for _ in range(args.rounds):
             for name, run in configs.items():
-                times[name].append(_timed(run))
+                times[name].append(timed(run).seconds)
     finally:
         for client in clients.values():
             client.close()

@@ -37,48 +37,14 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-RESIZE, CROP = 256, 224
-
-
-def careful_pil(min_side: int) -> Callable[[str], Any]:
-    import numpy as np
-    import torch
-    from PIL import Image, ImageOps
-    from torchvision.transforms.v2 import functional as F
-
-    def prepare(path: str) -> Any:
-        with Image.open(path) as image:
-            image.draft("RGB", (min_side, min_side))
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-        tensor = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
-        tensor = F.resize(tensor, [RESIZE], antialias=True)
-        return F.center_crop(tensor, [CROP, CROP])
-
-    return prepare
-
-
-def skfeat_decoder(decoder: str, min_side: int) -> Callable[[str], Any]:
-    from skfeat._inputs import decode, read_file
-    from skfeat._preprocess import DataConfig, resize_and_crop
-
-    config = DataConfig(RESIZE, CROP)
-
-    def prepare(path: str) -> Any:
-        data = read_file(path)
-        return resize_and_crop(
-            decode(path, 0, min_side=min_side, data=data, decoder=decoder), config
-        )
-
-    return prepare
+from common import CROP, RESIZE, careful_pil, one_pass, skfeat_decoder  # noqa: E402
 
 
 def pyturbojpeg(min_side: int) -> Callable[[str], Any] | None:
@@ -109,19 +75,6 @@ def pyturbojpeg(min_side: int) -> Callable[[str], Any] | None:
         return resize_and_crop(rgb, config)
 
     return prepare
-
-
-def one_pass(prepare: Callable[[str], Any], paths: list[str], threads: int) -> tuple[float, float]:
-    """Wall seconds and process CPU seconds to prepare every path once."""
-    start, cpu = time.perf_counter(), time.process_time()
-    if threads == 1:
-        for path in paths:
-            prepare(path)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            for _ in pool.map(prepare, paths):
-                pass
-    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,6 @@ import functools
 import io
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -52,6 +51,8 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import timed
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -95,10 +96,11 @@ def features_with_draft(featurizer, items, factor: int | None) -> np.ndarray:
 def decode_seconds(items, min_side: int | None) -> float:
     from skfeat._inputs import decode
 
-    start = time.perf_counter()
-    for index, item in enumerate(items):
-        decode(item, index, min_side=min_side)
-    return (time.perf_counter() - start) / len(items)
+    def run() -> None:
+        for index, item in enumerate(items):
+            decode(item, index, min_side=min_side)
+
+    return timed(run).seconds / len(items)
 
 
 def run_draft(args: argparse.Namespace) -> None:
@@ -141,7 +143,7 @@ def decode_finest_eighth(decode, item, index, *, min_side=None, data=None, **opt
     import simplejpeg
     from PIL import Image
 
-    from skfeat._inputs import _orientation, _upright
+    from skfeat._inputs._pixels import exif_orientation, to_upright
 
     data = data if data is not None else item if isinstance(item, bytes) else None
     if data is None:
@@ -152,7 +154,7 @@ def decode_finest_eighth(decode, item, index, *, min_side=None, data=None, **opt
         pixels = simplejpeg.decode_jpeg(
             data, colorspace="RGB", min_height=min_side, min_width=min_side, strict=True
         )
-        return _upright(pixels, _orientation(image))
+        return to_upright(pixels, exif_orientation(image))
 
 
 def features_with_decode(featurizer, items, variant: str) -> np.ndarray:
@@ -257,11 +259,10 @@ def features_in(featurizer, paths, precision: str) -> tuple[np.ndarray, float]:
     settings.resolve_precision = lambda precision, device, label: precision
     try:
         featurizer.set_params(precision=precision)
-        start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            features = featurizer.transform(paths)
-        return features, len(paths) / (time.perf_counter() - start)
+            timing = timed(featurizer.transform, paths)
+        return timing.result, timing.rate(len(paths))
     finally:
         settings.resolve_precision = original
 

@@ -27,7 +27,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from common import timed  # noqa: E402
 
 MODELS = ("resnet50", "efficientnet_lite0")
 
@@ -51,19 +52,22 @@ def decode_rate(paths: list[str], featurizer: Any, threads: int) -> float:
 
     config = featurizer.data_config_
     side = draft_min_side(config)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda p: _prepare_one(p, 0, config, True, side), paths))
-    return len(paths) / (time.perf_counter() - start)
+
+    def run() -> None:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda p: _prepare_one(p, 0, config, True, side), paths))
+
+    return timed(run).rate(len(paths))
 
 
 def skfeat_rate(paths: list[str], featurizer: Any) -> float:
     import torch
 
-    start = time.perf_counter()
-    featurizer.transform(paths)
-    torch.cuda.synchronize()
-    return len(paths) / (time.perf_counter() - start)
+    def run() -> None:
+        featurizer.transform(paths)
+        torch.cuda.synchronize()
+
+    return timed(run).rate(len(paths))
 
 
 def model_only_rate(featurizer: Any, n: int) -> tuple[float, int, str]:
@@ -94,13 +98,14 @@ def model_only_rate(featurizer: Any, n: int) -> tuple[float, int, str]:
     images = [torch.zeros(3, crop, crop, dtype=torch.uint8) for _ in range(size)]
     run._forward(images)  # warm up
     torch.cuda.synchronize()
-    start = time.perf_counter()
-    done = 0
-    while done < n:
-        run._forward(images)
-        done += size
-    torch.cuda.synchronize()
-    return done / (time.perf_counter() - start), size, settings.precision
+    rounds = -(-n // size)  # at least n images
+
+    def forward() -> None:
+        for _ in range(rounds):
+            run._forward(images)
+        torch.cuda.synchronize()
+
+    return timed(forward).rate(rounds * size), size, settings.precision
 
 
 def main(argv: list[str] | None = None) -> int:

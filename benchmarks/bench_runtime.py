@@ -35,7 +35,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +43,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from common import careful_pil, corpus_paths, cpu_summary, make_model_only, timed  # noqa: E402
 
 Run = Callable[[list[str]], Any]
 
@@ -65,7 +66,6 @@ def careful_loop(model: Any) -> Run:
     """What a careful user writes: a 2-thread decode pool, then batches of 8."""
     import numpy as np
     import torch
-    from bench_decode import careful_pil
 
     prepare = careful_pil(min_side=768)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -89,9 +89,7 @@ def paired(first: Run, second: Run, paths: list[str], repeats: int) -> tuple[flo
     rates: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
         for index, run in enumerate((first, second)):
-            start = time.perf_counter()
-            run(paths)
-            rates[index].append(len(paths) / (time.perf_counter() - start))
+            rates[index].append(timed(run, paths).rate(len(paths)))
     return statistics.median(rates[0]), statistics.median(rates[1]), outputs
 
 
@@ -103,7 +101,6 @@ def min_cosine(a: Any, b: Any) -> float:
 
 
 def rows(paths: list[str], repeats: int, only: set[str] | None) -> list[tuple[str, ...]]:
-    from bench_speed import make_model_only
 
     table = []
 
@@ -165,8 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default=None, help="comma list of row prefixes")
     args = parser.parse_args(argv)
-
-    from bench_speed import corpus_paths, cpu_summary
 
     paths = corpus_paths(Path(args.corpus), args.n)
     print(cpu_summary())

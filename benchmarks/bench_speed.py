@@ -62,7 +62,6 @@ import copy
 import functools
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -76,6 +75,16 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from common import (  # noqa: E402
+    corpus_paths,
+    cpu_summary,
+    make_model_only,
+    one_pass,
+    skfeat_decoder,
+    timed,
+    torchvision_backbone,
+)
 
 MODELS = ("resnet50", "resnet18", "mobilenet_v3_large")
 TIMM_NAMES = {
@@ -100,19 +109,6 @@ PEERS = ("img2vec", "embetter", "fx_dataloader")
 
 
 # -- models -----------------------------------------------------------------------------------
-
-
-def torchvision_backbone(name: str) -> Any:
-    """A random-init torchvision classifier whose head is ``Identity`` (pooled features)."""
-    import torch
-    import torchvision
-
-    model = torchvision.models.get_model(name, weights=None).eval()
-    if hasattr(model, "fc"):
-        model.fc = torch.nn.Identity()
-    else:
-        model.classifier = torch.nn.Identity()
-    return model
 
 
 def v1_transform() -> Any:
@@ -331,44 +327,9 @@ def model_only(name: str, min_seconds: float) -> dict[str, float]:
                 model(x)
                 times, start = [], time.perf_counter()
                 while time.perf_counter() - start < min_seconds or len(times) < 3:
-                    tick = time.perf_counter()
-                    model(x)
-                    times.append(time.perf_counter() - tick)
+                    times.append(timed(model, x).seconds)
             results[f"{setting} bs{batch_size}"] = batch_size / statistics.median(times)
     return results
-
-
-def make_model_only(name: str, setting: str) -> Callable[[list[str]], Any]:
-    """The forward pass alone in ``setting`` (from :func:`model_only`), one row per path.
-
-    Run interleaved with the approaches, so the limit sees the same machine load.
-    """
-    import numpy as np
-    import torch
-
-    from skfeat._runtime._fuse import fold_conv_bn
-
-    mode, batch_size = setting.rsplit(" bs", 1)
-    batch_size = int(batch_size)
-    model = torchvision_backbone(name)
-    x = torch.rand(batch_size, 3, 224, 224)
-    if mode == "jit_freeze":
-        with torch.no_grad():
-            model = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
-    elif mode != "nchw":
-        if "fold" in mode:
-            fold_conv_bn(model)
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-
-    def run(paths: list[str]) -> Any:
-        rows = []
-        with torch.inference_mode():
-            for start in range(0, len(paths), batch_size):
-                rows.append(model(x[: min(batch_size, len(paths) - start)]).numpy())
-        return np.concatenate(rows)
-
-    return run
 
 
 def make_model_only_openvino(name: str) -> Callable[[list[str]], Any] | None:
@@ -416,7 +377,6 @@ def make_model_only_openvino(name: str) -> Callable[[list[str]], Any] | None:
 
 def decode_core_ms(paths: list[str], repeats: int) -> dict[str, float]:
     """Core-ms per file to read, decode, resize and crop, per decoder: one thread."""
-    from bench_decode import one_pass, skfeat_decoder
 
     from skfeat import _jpeg
     from skfeat._preprocess import DataConfig, draft_min_side
@@ -502,14 +462,6 @@ def small_jpegs(folder: Path, n: int) -> Path:
 # -- main -------------------------------------------------------------------------------------
 
 
-def corpus_paths(corpus: Path, n: int) -> list[str]:
-    if not (corpus / "manifest.csv").is_file() or len(list(corpus.glob("photo_*"))) < n:
-        from make_corpus import make_corpus
-
-        make_corpus(corpus, n=n, seed=0)
-    return sorted(str(p) for p in corpus.glob("photo_*"))[:n]
-
-
 def extras_summary() -> dict[str, str | None]:
     """The installed versions of the extras ``runtime``/``decoder="auto"`` pick."""
     from importlib.metadata import PackageNotFoundError, version
@@ -521,23 +473,6 @@ def extras_summary() -> dict[str, str | None]:
         except PackageNotFoundError:
             found[name] = None
     return found
-
-
-def cpu_summary() -> str:
-    import torch
-
-    name = platform.processor() or "unknown CPU"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                name = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return (
-        f"{name}, {os.cpu_count()} cores, torch CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -614,10 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         cpu_ms: dict[str, list[float]] = {name: [] for name in runners}
         for repeat in range(args.repeats):
             for approach, runner in runners.items():
-                start, cpu = time.perf_counter(), time.process_time()
-                features = runner(paths)
-                timings[approach].append(len(paths) / (time.perf_counter() - start))
-                cpu_ms[approach].append((time.process_time() - cpu) / len(paths) * 1e3)
+                timing = timed(runner, paths)
+                features = timing.result
+                timings[approach].append(timing.rate(len(paths)))
+                cpu_ms[approach].append(timing.cpu_seconds / len(paths) * 1e3)
                 assert len(features) == len(paths), approach
                 print(
                     f"{model} repeat {repeat} {approach}: {timings[approach][-1]:.1f} img/s",

@@ -6,8 +6,19 @@ so a CNN chains with PCA, scalers and classifiers in a ``Pipeline`` and is tuned
 """
 
 import importlib as _importlib
+import typing as _typing
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version source: pyproject.toml reads it
+
+if _typing.TYPE_CHECKING:  # what the lazy names are, for type checkers; never run
+    from skfeat import exceptions
+    from skfeat._backends import list_models
+    from skfeat._cache import ActivationCache
+    from skfeat._check import check_images
+    from skfeat._datasets import load_flowers_sample
+    from skfeat._extract import list_layers
+    from skfeat._featurizer import PretrainedCNNFeaturizer
+    from skfeat._pooling import list_poolings
 
 # Public name -> module that defines it; imported on first access (PEP 562).
 _LAZY = {

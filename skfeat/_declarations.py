@@ -177,7 +177,9 @@ def _own_token_declaration(
     patch_size = getattr(module, "patch_size", None)
     if (
         getattr(module, "class_token", None) is not None
-        and all(isinstance(v, int) for v in (seq_length, image_size, patch_size))
+        and isinstance(seq_length, int)
+        and isinstance(image_size, int)
+        and isinstance(patch_size, int)
         and (image_size // patch_size) ** 2 + 1 == seq_length
     ):
         side = image_size // patch_size

@@ -45,11 +45,16 @@ VECTOR_COMPONENT = "avg"
 
 
 class LayerLike(Protocol):
-    """What pooling needs to know of a layer."""
+    """What pooling needs to know of a layer (read only: layers are frozen dataclasses)."""
 
-    name: str
-    shape: tuple[int, ...]
-    layout: Layout
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def layout(self) -> Layout: ...
 
 
 def _positions(x: Any, layout: Layout) -> tuple[Any, tuple[int, ...]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from skfeat.exceptions import InvalidParameterError
 
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     """Whether ``value`` is an integer (numpy integers too), but not a bool.
 
     Examples

@@ -199,10 +199,11 @@ class DeviceWarning(SkfeatWarning):
 
 
 class CacheWarning(SkfeatWarning):
-    """The activation cache could not store features, or found damaged entries.
+    """The activation cache could not store features, found damaged entries, or cannot share.
 
-    The features returned are correct all the same: unstored ones were computed, and
-    damaged entries were removed and recomputed.
+    The features returned are correct all the same: unstored ones were computed,
+    damaged entries were removed and recomputed, and an in-memory cache that reached
+    another process (a worker) starts empty there and computes again.
 
     Examples
     --------

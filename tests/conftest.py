@@ -26,6 +26,17 @@ LITE0_TIMM = WEIGHTS_DIR / "tf_efficientnet_lite0_imagenet_timm.pth"
 BARE_INSTALL = {"runtime": "torch", "decoder": "pil"}
 
 
+def make_featurizer(model, **params):
+    """A featurizer for tests: one decode thread and batches of 8 unless ``params`` say.
+
+    Small fixed batches keep runs fast and their rows comparable; tests of the engine's
+    own choices pass ``batch_size="auto"`` or ``n_jobs`` themselves.
+    """
+    from skfeat import PretrainedCNNFeaturizer
+
+    return PretrainedCNNFeaturizer(model, **{"n_jobs": 1, "batch_size": 8, **params})
+
+
 @pytest.fixture(autouse=True)
 def _auto_as_in_a_bare_install(request):
     """``runtime="auto"`` and ``decoder="auto"`` resolve as without the extras.

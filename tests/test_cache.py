@@ -24,6 +24,7 @@ import skfeat
 from skfeat import ActivationCache, PretrainedCNNFeaturizer
 from skfeat._cache import resolve_cache
 from skfeat._cache._cached import featurize_cached
+from skfeat._cache._entry import ENTRY_SUFFIX, Damaged, encode_entry, read_entry
 from skfeat._cache._keys import (
     CACHE_FORMAT,
     compute_signature,
@@ -31,12 +32,11 @@ from skfeat._cache._keys import (
     default_cache_directory,
     namespace_key,
 )
-from skfeat._cache._store import ENTRY_SUFFIX, decode_entry, encode_entry
 from skfeat._extract import architecture
 from skfeat._plan import cache_stages
 from skfeat.exceptions import CacheWarning, ImageDecodeError
 
-from conftest import BARE_INSTALL, BatchLog
+from conftest import BARE_INSTALL, BatchLog, make_featurizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,12 +46,6 @@ def counted_model(tiny_model, tmp_path):
     log = BatchLog(tmp_path / "forward-log.txt")
     tiny_model.register_forward_pre_hook(log)
     return tiny_model, log
-
-
-def _featurizer(model, **params):
-    params.setdefault("n_jobs", 1)
-    params.setdefault("batch_size", 8)
-    return PretrainedCNNFeaturizer(model, **params)
 
 
 def _entry_files(directory: Path) -> list[Path]:
@@ -84,14 +78,14 @@ def test_cache_rejects_bad_arguments(kwargs, error, match):
 
 @pytest.mark.parametrize("bad", [3, "", [], 1.5])
 def test_featurizer_rejects_bad_cache_param(tiny_model, random_images, bad):
-    featurizer = _featurizer(tiny_model, cache=bad)
+    featurizer = make_featurizer(tiny_model, cache=bad)
     with pytest.raises(TypeError, match=r"'cache' parameter .* must be None, True .* Got"):
         featurizer.fit(random_images)
 
 
 def test_clone_and_deepcopy_share_the_store(tiny_model):
     cache = ActivationCache()
-    featurizer = _featurizer(tiny_model, cache=cache)
+    featurizer = make_featurizer(tiny_model, cache=cache)
     assert copy.deepcopy(cache) is cache
     assert copy.copy(cache) is cache
     assert clone(featurizer).cache is cache
@@ -108,7 +102,7 @@ def test_repr_names_directory_and_limit(tmp_path):
 
 def test_pickle_is_a_handle_not_the_contents(tiny_model, random_images, tmp_path):
     for cache in (ActivationCache(), ActivationCache(tmp_path / "store")):
-        _featurizer(tiny_model, cache=cache).fit_transform(random_images)
+        make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
         assert cache.stats()["entries"] == len(random_images)
         payload = pickle.dumps(cache)
         assert len(payload) < 300
@@ -119,10 +113,79 @@ def test_pickle_is_a_handle_not_the_contents(tiny_model, random_images, tmp_path
         assert restored.max_bytes == cache.max_bytes
 
 
+def _as_if_in_another_process(monkeypatch, payload: bytes) -> ActivationCache:
+    """Unpickle ``payload`` where the process id is not the one that pickled it."""
+    real = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real + 1)
+    return pickle.loads(payload)
+
+
+def test_an_in_memory_cache_in_another_process_warns_that_it_shares_nothing(
+    tiny_model, random_images, tmp_path, monkeypatch
+):
+    cache = ActivationCache()
+    make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    pickled_in = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: pickled_in + 1)
+    from_a_worker = pickle.dumps(cache)
+    monkeypatch.undo()
+    # Back in the process that holds the store (a worker's results): the same store.
+    assert pickle.loads(from_a_worker).stats() == cache.stats()  # no warning (errors here)
+    payload = pickle.dumps(cache)
+    del cache  # in another process, the store is not there
+    message = (
+        rf"^An in-memory ActivationCache was sent from process {pickled_in} to process "
+        rf"{pickled_in + 1} .* it starts empty here .* pass a directory to share the "
+        r'cache: ActivationCache\("/path"\)'
+    )
+    with pytest.warns(CacheWarning, match=message):
+        restored = _as_if_in_another_process(monkeypatch, payload)
+    assert restored.stats()["entries"] == 0
+    pickle.loads(payload)  # once per store and process: no second warning (errors here)
+    on_disk = pickle.dumps(ActivationCache(tmp_path / "store"))
+    assert pickle.loads(on_disk).directory == tmp_path / "store"  # shared: no warning
+
+
+_GRID_WITH_AN_IN_MEMORY_CACHE = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from conftest import make_tiny_backbone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from skfeat import ActivationCache, PretrainedCNNFeaturizer
+
+images = list(np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8))
+featurizer = PretrainedCNNFeaturizer(
+    make_tiny_backbone(), cache=ActivationCache(), n_jobs=1, **{named!r}
+)
+pipe = make_pipeline(featurizer, LogisticRegression(max_iter=50))
+grid = {{"pretrainedcnnfeaturizer__pooling": ["avg", "max"]}}
+GridSearchCV(pipe, grid, cv=2, n_jobs=2).fit(images, np.arange(8) % 2)
+"""
+
+
+@pytest.mark.slow
+def test_grid_search_in_worker_processes_warns_about_an_in_memory_cache(tmp_path):
+    script = tmp_path / "grid.py"
+    script.write_text(
+        _GRID_WITH_AN_IN_MEMORY_CACHE.format(tests=str(REPO / "tests"), named=BARE_INSTALL)
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # The workers' warnings go to their stderr, which they share with the script's.
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "CacheWarning: An in-memory ActivationCache was sent from process" in done.stderr
+    assert 'pass a directory to share the cache: ActivationCache("/path")' in done.stderr
+
+
 def test_fitted_featurizer_with_cache_pickles_small(tiny_model, random_images, tmp_path):
-    plain = _featurizer(tiny_model).fit(random_images)
+    plain = make_featurizer(tiny_model).fit(random_images)
     cache = ActivationCache(tmp_path / "store")
-    cached = _featurizer(tiny_model, cache=cache).fit(random_images)
+    cached = make_featurizer(tiny_model, cache=cache).fit(random_images)
     cached.transform(random_images)
     # The cache adds its handle (a path and a limit) and the list of stages, not entries.
     assert len(pickle.dumps(cached)) - len(pickle.dumps(plain)) < 1500
@@ -147,9 +210,11 @@ def test_fitted_featurizer_with_cache_pickles_small(tiny_model, random_images, t
     ],
 )
 def test_cached_features_equal_uncached(tiny_model, random_images, layer, pooling):
-    expected = _featurizer(tiny_model, layer=layer, pooling=pooling).fit_transform(random_images)
+    expected = make_featurizer(tiny_model, layer=layer, pooling=pooling).fit_transform(
+        random_images
+    )
     cache = ActivationCache()
-    featurizer = _featurizer(tiny_model, layer=layer, pooling=pooling, cache=cache)
+    featurizer = make_featurizer(tiny_model, layer=layer, pooling=pooling, cache=cache)
     first = featurizer.fit_transform(random_images)
     second = featurizer.transform(random_images)
     np.testing.assert_array_equal(first, expected)
@@ -162,15 +227,17 @@ def test_cached_features_equal_uncached(tiny_model, random_images, layer, poolin
 def test_one_pass_serves_every_stage_and_named_pooling(counted_model, random_images):
     model, log = counted_model
     cache = ActivationCache()
-    _featurizer(model, layer="stage1", cache=cache).fit_transform(random_images)
+    make_featurizer(model, layer="stage1", cache=cache).fit_transform(random_images)
     assert log.images() == len(random_images)
     for layer in ["stem", "stage1", "stage2", "pool", "penultimate", ["stem", "stage2"]]:
         for pooling in ["avg", "max", "gem", "avgmax"]:
             if layer == "penultimate" and pooling in ("gem", "avgmax"):
                 continue
-            featurizer = _featurizer(model, layer=layer, pooling=pooling, cache=cache)
+            featurizer = make_featurizer(model, layer=layer, pooling=pooling, cache=cache)
             got = featurizer.fit_transform(random_images)
-            expected = _featurizer(model, layer=layer, pooling=pooling).fit_transform(random_images)
+            expected = make_featurizer(model, layer=layer, pooling=pooling).fit_transform(
+                random_images
+            )
             np.testing.assert_array_equal(got, expected)
     uncached_runs = 22 * len(random_images)
     assert log.images() == len(random_images) + uncached_runs  # the cached runs were free
@@ -179,12 +246,12 @@ def test_one_pass_serves_every_stage_and_named_pooling(counted_model, random_ima
 def test_flatten_is_stored_on_demand(counted_model, random_images):
     model, log = counted_model
     cache = ActivationCache()
-    _featurizer(model, layer="stage2", cache=cache).fit_transform(random_images)
-    flat = _featurizer(model, layer="stage2", pooling="flatten", cache=cache)
+    make_featurizer(model, layer="stage2", cache=cache).fit_transform(random_images)
+    flat = make_featurizer(model, layer="stage2", pooling="flatten", cache=cache)
     flat.fit_transform(random_images)
     assert log.images() == 2 * len(random_images)
     flat.transform(random_images)
-    _featurizer(model, layer="stage2", pooling="gem", cache=cache).fit_transform(random_images)
+    make_featurizer(model, layer="stage2", pooling="gem", cache=cache).fit_transform(random_images)
     assert log.images() == 2 * len(random_images)  # the grown entries kept the stages
 
 
@@ -192,7 +259,7 @@ def test_identical_images_computed_once(counted_model, random_images):
     model, log = counted_model
     cache = ActivationCache()
     images = [random_images[0], random_images[1], random_images[0].copy(), random_images[0]]
-    features = _featurizer(model, cache=cache).fit_transform(images)
+    features = make_featurizer(model, cache=cache).fit_transform(images)
     assert log.images() == 2
     np.testing.assert_array_equal(features[0], features[2])
     np.testing.assert_array_equal(features[0], features[3])
@@ -202,17 +269,19 @@ def test_identical_images_computed_once(counted_model, random_images):
 
 def test_normalize_applies_after_the_cache(tiny_model, random_images):
     cache = ActivationCache()
-    raw = _featurizer(tiny_model, cache=cache).fit_transform(random_images)
-    unit = _featurizer(tiny_model, cache=cache, normalize="l2").fit_transform(random_images)
+    raw = make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    unit = make_featurizer(tiny_model, cache=cache, normalize="l2").fit_transform(random_images)
     np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-6)
-    again = _featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    again = make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
     np.testing.assert_array_equal(again, raw)
 
 
 def test_callable_pooling_bypasses_the_cache(counted_model, random_images):
     model, log = counted_model
     cache = ActivationCache()
-    featurizer = _featurizer(model, layer="stage2", pooling=lambda x: x.mean((2, 3)), cache=cache)
+    featurizer = make_featurizer(
+        model, layer="stage2", pooling=lambda x: x.mean((2, 3)), cache=cache
+    )
     featurizer.fit_transform(random_images)
     featurizer.transform(random_images)
     assert log.images() == 2 * len(random_images)
@@ -221,16 +290,16 @@ def test_callable_pooling_bypasses_the_cache(counted_model, random_images):
 
 def test_cache_as_a_path_and_true(tiny_model, random_images, tmp_path, monkeypatch):
     directory = tmp_path / "by-path"
-    first = _featurizer(tiny_model, cache=str(directory)).fit_transform(random_images)
+    first = make_featurizer(tiny_model, cache=str(directory)).fit_transform(random_images)
     assert len(_entry_files(directory)) == len(random_images)
     assert ActivationCache(directory).stats()["entries"] == len(random_images)
     np.testing.assert_array_equal(
-        _featurizer(tiny_model, cache=directory).fit_transform(random_images), first
+        make_featurizer(tiny_model, cache=directory).fit_transform(random_images), first
     )
     if sys.platform.startswith("linux"):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
         assert default_cache_directory() == tmp_path / "xdg" / "skfeat" / "activations"
-        _featurizer(tiny_model, cache=True).fit_transform(random_images[:2])
+        make_featurizer(tiny_model, cache=True).fit_transform(random_images[:2])
         assert len(_entry_files(tmp_path / "xdg" / "skfeat" / "activations")) == 2
     assert resolve_cache(True).directory == default_cache_directory()
     assert resolve_cache(None) is None and resolve_cache(False) is None
@@ -239,7 +308,7 @@ def test_cache_as_a_path_and_true(tiny_model, random_images, tmp_path, monkeypat
 def test_clear_removes_only_skfeat_files(tiny_model, random_images, tmp_path):
     cache = ActivationCache(tmp_path)
     (tmp_path / "notes.txt").write_text("mine")
-    _featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
     assert cache.stats()["entries"] == len(random_images)
     cache.clear()
     assert cache.stats() == {
@@ -289,12 +358,12 @@ def test_same_content_under_another_path_hits(counted_model, random_images, tmp_
     for source, target in zip(paths, copies, strict=True):
         target.write_bytes(source.read_bytes())
     cache = ActivationCache()
-    first = _featurizer(model, cache=cache).fit_transform(paths)
-    again = _featurizer(model, cache=cache).fit_transform(copies)
+    first = make_featurizer(model, cache=cache).fit_transform(paths)
+    again = make_featurizer(model, cache=cache).fit_transform(copies)
     np.testing.assert_array_equal(first, again)
     assert log.images() == 4
     Image.fromarray(random_images[5]).save(copies[0])  # changed in place: recomputed
-    changed = _featurizer(model, cache=cache).fit_transform(copies)
+    changed = make_featurizer(model, cache=cache).fit_transform(copies)
     assert log.images() == 5
     np.testing.assert_array_equal(changed[1:], first[1:])
     assert not np.array_equal(changed[0], first[0])
@@ -306,18 +375,20 @@ def test_other_weights_file_misses(tiny_model, random_images, tmp_path):
     path = tmp_path / "weights.pth"
     torch.save(tiny_model.state_dict(), path)
     cache = ActivationCache()
-    original = _featurizer(tiny_model, weights=path, cache=cache).fit_transform(random_images)
+    original = make_featurizer(tiny_model, weights=path, cache=cache).fit_transform(random_images)
     state = {
         k: v + 0.05 if v.is_floating_point() else v for k, v in tiny_model.state_dict().items()
     }
     other_path = tmp_path / "other.pth"
     torch.save(state, other_path)
-    other = _featurizer(tiny_model, weights=other_path, cache=cache).fit_transform(random_images)
+    other = make_featurizer(tiny_model, weights=other_path, cache=cache).fit_transform(
+        random_images
+    )
     assert cache.stats()["misses"] == 2 * len(random_images)
     torch.save(state, path)  # the first file replaced in place: also a miss
-    replaced = _featurizer(tiny_model, weights=path, cache=cache).fit_transform(random_images)
+    replaced = make_featurizer(tiny_model, weights=path, cache=cache).fit_transform(random_images)
     assert cache.stats()["misses"] == 3 * len(random_images)
-    expected = _featurizer(tiny_model, weights=other_path).fit_transform(random_images)
+    expected = make_featurizer(tiny_model, weights=other_path).fit_transform(random_images)
     np.testing.assert_array_equal(other, expected)
     np.testing.assert_array_equal(replaced, expected)
     assert not np.allclose(original, other)
@@ -327,13 +398,13 @@ def test_changed_module_weights_miss(tiny_model, random_images):
     import torch
 
     cache = ActivationCache()
-    before = _featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    before = make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
     with torch.no_grad():
         tiny_model.stem[0].weight.mul_(1.5)
-    after = _featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    after = make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
     assert cache.stats()["misses"] == 2 * len(random_images)
     assert not np.allclose(before, after)
-    np.testing.assert_array_equal(after, _featurizer(tiny_model).fit_transform(random_images))
+    np.testing.assert_array_equal(after, make_featurizer(tiny_model).fit_transform(random_images))
 
 
 def test_changed_preprocessing_misses(tiny_model, random_images, monkeypatch):
@@ -341,13 +412,13 @@ def test_changed_preprocessing_misses(tiny_model, random_images, monkeypatch):
     from skfeat._preprocess import DataConfig
 
     cache = ActivationCache()
-    _featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
     monkeypatch.setattr(
         ModuleBackend, "data_config", lambda self: DataConfig(resize_size=160, crop_size=128)
     )
-    smaller = _featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    smaller = make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
     assert cache.stats()["misses"] == 2 * len(random_images)
-    np.testing.assert_array_equal(smaller, _featurizer(tiny_model).fit_transform(random_images))
+    np.testing.assert_array_equal(smaller, make_featurizer(tiny_model).fit_transform(random_images))
 
 
 def test_compute_signature_is_part_of_the_key(tiny_model, random_images, monkeypatch):
@@ -358,9 +429,9 @@ def test_compute_signature_is_part_of_the_key(tiny_model, random_images, monkeyp
         "m", "d", compute_signature("bf16")
     )
     cache = ActivationCache()
-    _featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
     monkeypatch.setattr(cached, "compute_signature", lambda *args, **kwargs: "another")
-    _featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
     assert cache.stats()["misses"] == 2 * len(random_images)
 
 
@@ -369,7 +440,7 @@ def test_compute_signature_is_part_of_the_key(tiny_model, random_images, monkeyp
 
 def test_unreadable_image_is_named_by_its_own_index(tiny_model, random_images, tmp_path):
     cache = ActivationCache()
-    featurizer = _featurizer(tiny_model, cache=cache).fit(random_images)
+    featurizer = make_featurizer(tiny_model, cache=cache).fit(random_images)
     featurizer.transform(random_images[:3])  # cached, so only the bad items are computed
     missing = tmp_path / "missing.png"
     with pytest.raises(ImageDecodeError, match=r"Could not read image 3 \('.*missing\.png'\)"):
@@ -383,7 +454,7 @@ def test_failed_rows_are_never_stored(tiny_model, random_images):
 
     from skfeat._runtime._settings import RunSettings
 
-    featurizer = _featurizer(tiny_model, cache=ActivationCache()).fit(random_images)
+    featurizer = make_featurizer(tiny_model, cache=ActivationCache()).fit(random_images)
     settings = RunSettings(
         device=torch.device("cpu"), precision="fp32", batch_size=4, n_threads=1, on_error="nan"
     )
@@ -404,32 +475,57 @@ def test_write_failure_warns_and_returns_features(tiny_model, random_images, tmp
 
     monkeypatch.setattr(ActivationCache, "_put_many", full_disk)
     with pytest.warns(CacheWarning, match=r"Could not write to the activation cache .*No space"):
-        features = _featurizer(tiny_model, cache=cache).fit_transform(random_images)
-    np.testing.assert_array_equal(features, _featurizer(tiny_model).fit_transform(random_images))
+        features = make_featurizer(tiny_model, cache=cache).fit_transform(random_images)
+    np.testing.assert_array_equal(
+        features, make_featurizer(tiny_model).fit_transform(random_images)
+    )
 
 
 # -- the disk store ------------------------------------------------------------------------
 
 
-def test_entry_format_round_trips_and_rejects_damage():
+def _read_entry_file(file: Path) -> dict:
+    """Read an entry the way the disk store does: under its own key and namespace."""
+    return read_entry(file, key=file.stem, namespace=file.parent.parent.name)
+
+
+def test_entry_format_round_trips_and_rejects_damage(tmp_path):
     entry = {"layer1|avg": np.arange(5, dtype=np.float32), "penultimate|avg": np.ones(3, "f4")}
     data = encode_entry(entry, key="ab12", namespace="n1")
     assert data.startswith(b"SKFC\x02")  # format 2: entries record their key and namespace
     assert f"format={CACHE_FORMAT}" in compute_signature() and CACHE_FORMAT == 2
-    decoded = decode_entry(data, key="ab12", namespace="n1")
+    path = tmp_path / f"ab12{ENTRY_SUFFIX}"
+    path.write_bytes(data)
+    decoded = read_entry(path, key="ab12", namespace="n1")
     assert decoded.keys() == entry.keys()
     for name in entry:
         np.testing.assert_array_equal(decoded[name], entry[name])
-    assert decode_entry(data) is not None
-    assert decode_entry(data, key="ab13") is None  # another image's entry
-    assert decode_entry(data, namespace="n2") is None  # another computation's
-    assert decode_entry(b"SKFC\x01" + data[5:]) is None  # the format before
-    assert decode_entry(data[:-1]) is None
-    assert decode_entry(data[: len(data) // 2]) is None
-    assert decode_entry(b"") is None
+        assert decoded[name].dtype == np.float32
+    with pytest.raises(Damaged):
+        read_entry(path, key="ab13", namespace="n1")  # another image's entry
+    with pytest.raises(Damaged):
+        read_entry(path, key="ab12", namespace="n2")  # another computation's
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0xFF
-    assert decode_entry(bytes(flipped)) is None
+    damaged = {
+        "the format before": b"SKFC\x01" + data[5:],
+        "one byte short": data[:-1],
+        "half": data[: len(data) // 2],
+        "empty": b"",
+        "one bit flipped": bytes(flipped),
+        "one byte more": data + b"\0",
+    }
+    for what, damage in damaged.items():
+        path.write_bytes(damage)
+        with pytest.raises(Damaged):
+            read_entry(path, key="ab12", namespace="n1")
+            pytest.fail(what)
+    with pytest.raises(FileNotFoundError):
+        read_entry(tmp_path / "missing.skfc", key="ab12", namespace="n1")
+    nan = encode_entry({"layer1|avg": np.array([1.0, np.nan], "f4")}, key="ab12", namespace="n1")
+    path.write_bytes(nan)
+    with pytest.raises(Damaged):  # never stored, so never read back
+        read_entry(path, key="ab12", namespace="n1")
     length = int.from_bytes(data[5:9], "little")  # no pickle: a JSON header, raw floats
     assert json.loads(data[9 : 9 + length]) == {
         "key": "ab12",
@@ -444,7 +540,7 @@ def test_entry_format_round_trips_and_rejects_damage():
 def test_corrupt_entry_is_recomputed(counted_model, random_images, tmp_path, damage):
     model, log = counted_model
     cache = ActivationCache(tmp_path)
-    featurizer = _featurizer(model, layer="stage2", pooling="gem", cache=cache)
+    featurizer = make_featurizer(model, layer="stage2", pooling="gem", cache=cache)
     expected = featurizer.fit_transform(random_images)
     victim = _entry_files(tmp_path)[3]
     data = victim.read_bytes()
@@ -461,18 +557,18 @@ def test_corrupt_entry_is_recomputed(counted_model, random_images, tmp_path, dam
     assert log.images() == len(random_images) + 1
     stats = cache.stats()
     assert (stats["corrupt"], stats["misses"], stats["entries"]) == (1, 9, 8)
-    assert decode_entry(victim.read_bytes(), key=victim.stem) is not None  # rewritten whole
+    assert _read_entry_file(victim)  # rewritten whole
 
 
 @pytest.mark.parametrize("on_disk", [False, True])
 def test_max_bytes_evicts_least_recently_used(tiny_model, random_images, tmp_path, on_disk):
     directory = tmp_path / "store" if on_disk else None
     probe = ActivationCache(directory, max_bytes=None)
-    _featurizer(tiny_model, cache=probe).fit_transform(random_images[:1])
+    make_featurizer(tiny_model, cache=probe).fit_transform(random_images[:1])
     size = probe.stats()["bytes"]
     probe.clear()
     cache = ActivationCache(directory, max_bytes=int(3.5 * size))
-    featurizer = _featurizer(tiny_model, cache=cache).fit(random_images)
+    featurizer = make_featurizer(tiny_model, cache=cache).fit(random_images)
     for index in (0, 1, 2):
         featurizer.transform(random_images[index : index + 1])
         time.sleep(0.02)  # distinct modification times on coarse clocks
@@ -490,7 +586,8 @@ def test_max_bytes_evicts_least_recently_used(tiny_model, random_images, tmp_pat
     featurizer.transform(random_images)  # eight at once: stays under the limit
     assert cache.stats()["bytes"] <= cache.max_bytes
     np.testing.assert_array_equal(
-        featurizer.transform(random_images), _featurizer(tiny_model).fit_transform(random_images)
+        featurizer.transform(random_images),
+        make_featurizer(tiny_model).fit_transform(random_images),
     )
 
 
@@ -529,7 +626,7 @@ def test_concurrent_writers_share_one_directory(tmp_path):
     np.testing.assert_array_equal(first, second)
     files = _entry_files(directory)
     assert len(files) == 24
-    assert all(decode_entry(file.read_bytes()) is not None for file in files)
+    assert all(_read_entry_file(file) for file in files)
     assert not list(directory.rglob(".tmp-*"))
     images = np.random.default_rng(0).integers(0, 256, size=(24, 40, 40, 3), dtype=np.uint8)
     from conftest import make_tiny_backbone
@@ -543,7 +640,7 @@ def test_concurrent_writers_share_one_directory(tmp_path):
 
 
 def test_cache_layers_are_the_usual_stages(tiny_model, random_images):
-    featurizer = _featurizer(tiny_model, cache=ActivationCache()).fit(random_images)
+    featurizer = make_featurizer(tiny_model, cache=ActivationCache()).fit(random_images)
     assert [info.name for info in featurizer._plan.stages] == [
         "stem",
         "stage1",
@@ -637,7 +734,7 @@ def _architecture_of(featurizer):
 def _grid_search(model, cache, n_jobs):
     pipe = Pipeline(
         [
-            ("features", _featurizer(model, cache=cache)),
+            ("features", make_featurizer(model, cache=cache)),
             ("scale", StandardScaler()),
             ("clf", LogisticRegression(max_iter=200)),
         ]
@@ -702,7 +799,7 @@ def test_on_error_rows_with_a_cache(tiny_model, random_images, on_error):
     from skfeat.exceptions import ImageDecodeWarning
 
     cache = ActivationCache()
-    featurizer = _featurizer(tiny_model, cache=cache, on_error=on_error).fit(random_images)
+    featurizer = make_featurizer(tiny_model, cache=cache, on_error=on_error).fit(random_images)
     items = [random_images[0], b"broken", random_images[1], b"broken"]
     for _ in range(2):  # failures are never stored: the second call reports them again
         with pytest.warns(ImageDecodeWarning, match=r"2 of 4 images"):
@@ -710,6 +807,6 @@ def test_on_error_rows_with_a_cache(tiny_model, random_images, on_error):
         fill = np.isnan if on_error == "nan" else (lambda rows: rows == 0)
         assert fill(features[[1, 3]]).all()
         np.testing.assert_array_equal(
-            features[[0, 2]], _featurizer(tiny_model).fit_transform(random_images[:2])
+            features[[0, 2]], make_featurizer(tiny_model).fit_transform(random_images[:2])
         )
     assert cache.stats()["entries"] == 2

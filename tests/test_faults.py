@@ -25,19 +25,15 @@ import pytest
 from PIL import Image
 
 import skfeat._cache._cached as cached
-from skfeat import ActivationCache, PretrainedCNNFeaturizer
+from skfeat import ActivationCache
+from skfeat._cache._entry import ENTRY_SUFFIX
 from skfeat._cache._keys import content_key
-from skfeat._cache._store import ENTRY_SUFFIX
 from skfeat.exceptions import CacheWarning, ImageDecodeError
+
+from conftest import make_featurizer
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX special files")
-
-
-def _featurizer(model, **params):
-    params.setdefault("n_jobs", 1)
-    params.setdefault("batch_size", 8)
-    return PretrainedCNNFeaturizer(model, **params)
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -82,7 +78,7 @@ def photos(tmp_path, random_images):
 
 
 def _features(model, *items):
-    return _featurizer(model).fit_transform(list(items))
+    return make_featurizer(model).fit_transform(list(items))
 
 
 def _assert_no_entry_is_mis_keyed(featurizer, old, new, want_old, want_new, tmp_path):
@@ -105,7 +101,7 @@ def test_file_replaced_after_its_look_up_is_keyed_by_the_bytes_decoded(
     twin = tmp_path / "twin.png"  # the old bytes under another path: a duplicate of path
     twin.write_bytes(old)
     cache = ActivationCache(tmp_path / "store" if on_disk else None)
-    featurizer = _featurizer(tiny_model, cache=cache).fit([old])
+    featurizer = make_featurizer(tiny_model, cache=cache).fit([old])
     looked_up = cached.content_key
 
     def look_up_then_replace(item):
@@ -132,7 +128,7 @@ def test_file_replaced_just_before_decoding_is_keyed_by_the_bytes_decoded(
     want_old, want_new = _features(tiny_model, old, new)
     path = tmp_path / "photo.png"
     path.write_bytes(old)
-    featurizer = _featurizer(tiny_model, cache=ActivationCache(tmp_path / "store")).fit([old])
+    featurizer = make_featurizer(tiny_model, cache=ActivationCache(tmp_path / "store")).fit([old])
     decode = engine.decode
     decoded = {}
 
@@ -301,7 +297,7 @@ namespace = "0" * 20
 keys = ["ab" + "1" * 30, "ab" + "2" * 30, "ab" + "3" * 30]
 entry = {"stage1|avg": np.ones(4, dtype=np.float32)}
 cache._put_many(namespace, {key: entry for key in keys})
-zero, fifo = (cache._entry_path(namespace, key) for key in keys[:2])
+zero, fifo = (os.path.join(folder, namespace, key[:2], key + '.skfc') for key in keys[:2])
 os.remove(zero)
 os.symlink("/dev/zero", zero)
 os.remove(fifo)
@@ -322,7 +318,8 @@ def test_entry_replaced_by_a_device_or_a_fifo_is_damage_not_a_hang(tmp_path):
 
 def test_a_fifo_swapped_in_between_stat_and_open_is_refused(tmp_path, monkeypatch):
     """The type is checked again on the open descriptor, opened without blocking."""
-    import skfeat._inputs as inputs
+    import skfeat._inputs._reading as reading
+    from skfeat._inputs import decode
 
     path = tmp_path / "photo.png"
     path.write_bytes(b"\x89PNG not really")
@@ -334,12 +331,12 @@ def test_a_fifo_swapped_in_between_stat_and_open_is_refused(tmp_path, monkeypatc
             os.mkfifo(path)
         return real_open(name, flags, *args, **kwargs)
 
-    monkeypatch.setattr(inputs.os, "open", swap_then_open)
+    monkeypatch.setattr(reading.os, "open", swap_then_open)
     outcome = {}
 
     def read():
         try:
-            inputs.decode(path, 0)
+            decode(path, 0)
         except ImageDecodeError as error:
             outcome["cause"] = error.cause
 
@@ -406,7 +403,7 @@ def _damaged_call(featurizer, images, match):
 def stored(tiny_model, random_images, tmp_path):
     directory = tmp_path / "store"
     cache = ActivationCache(directory)
-    featurizer = _featurizer(tiny_model, cache=cache, layer="stage2", pooling="gem")
+    featurizer = make_featurizer(tiny_model, cache=cache, layer="stage2", pooling="gem")
     expected = featurizer.fit_transform(random_images)
     return featurizer, cache, directory, expected
 
@@ -426,7 +423,7 @@ def test_entry_of_another_namespace_is_damage(stored, tiny_model, random_images)
     featurizer, cache, directory, expected = stored
     mine = _entry_of(directory, random_images[1])
     other_model = type(tiny_model)()  # other weights, so another namespace
-    _featurizer(other_model, cache=cache, layer="stage2", pooling="gem").fit_transform(
+    make_featurizer(other_model, cache=cache, layer="stage2", pooling="gem").fit_transform(
         random_images[:2]
     )
     (theirs,) = (p for p in directory.rglob(mine.name) if p != mine)
@@ -472,7 +469,7 @@ def test_threads_sharing_one_featurizer_and_one_cache_get_the_right_rows(
         paths[-1].write_bytes(_png(pixels))
     expected = _features(tiny_model, *paths)
     cache = ActivationCache(tmp_path / "store" if on_disk else None)
-    featurizer = _featurizer(tiny_model, cache=cache).fit(paths[:1])
+    featurizer = make_featurizer(tiny_model, cache=cache).fit(paths[:1])
     orders = [np.random.default_rng(seed).permutation(len(paths)) for seed in range(4)]
     results, errors = {}, []
 

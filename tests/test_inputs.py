@@ -218,17 +218,17 @@ def test_bomb_limit_follows_pillow_setting(monkeypatch):
 
 
 def _limit_file_bytes(monkeypatch, limit):
-    import skfeat._inputs as inputs
+    import skfeat._inputs._reading as reading
 
-    monkeypatch.setattr(inputs, "_FILE_BYTES_FLOOR", limit)
+    monkeypatch.setattr(reading, "_FILE_BYTES_FLOOR", limit)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit // 8)
-    assert inputs.max_file_bytes() == limit
+    assert reading.max_file_bytes() == limit
 
 
 def test_file_over_the_size_limit_is_refused_before_it_is_opened(tmp_path, monkeypatch):
-    import skfeat._inputs as inputs
+    import skfeat._inputs._reading as reading
 
-    assert inputs.max_file_bytes() == max(2**30, 8 * Image.MAX_IMAGE_PIXELS)
+    assert reading.max_file_bytes() == max(2**30, 8 * Image.MAX_IMAGE_PIXELS)
     path = tmp_path / "huge.png"
     Image.new("RGB", (64, 64)).save(path)
     size = path.stat().st_size
@@ -237,7 +237,7 @@ def test_file_over_the_size_limit_is_refused_before_it_is_opened(tmp_path, monke
     def no_open(*_args, **_kwargs):
         raise AssertionError("the file was opened")
 
-    monkeypatch.setattr(inputs.os, "open", no_open)
+    monkeypatch.setattr(reading.os, "open", no_open)
     cause = rf"^the file is {size} bytes, over the limit of {size - 1} bytes on one image file"
     with pytest.raises(ImageDecodeError, match=r"Could not read image 0 \('.*huge\.png'\): "):
         decode(path, 0)
@@ -246,14 +246,14 @@ def test_file_over_the_size_limit_is_refused_before_it_is_opened(tmp_path, monke
     assert re.match(cause, raised.value.cause), raised.value.cause
     assert "raise PIL.Image.MAX_IMAGE_PIXELS" in raised.value.cause
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # no limit: read to its size
-    assert inputs.max_file_bytes() is None
+    assert reading.max_file_bytes() is None
     monkeypatch.undo()
     assert decode(path, 0).shape == (64, 64, 3)
 
 
 def test_file_that_grows_past_the_limit_while_read_is_refused(tmp_path, monkeypatch):
     """The read is bounded: a file larger than its stat said stops at the limit."""
-    import skfeat._inputs as inputs
+    import skfeat._inputs._reading as reading
 
     path = tmp_path / "growing.png"
     path.write_bytes(bytes(5000))
@@ -265,14 +265,14 @@ def test_file_that_grows_past_the_limit_while_read_is_refused(tmp_path, monkeypa
         fields[6] = 100  # st_size
         return os.stat_result(fields)
 
-    monkeypatch.setattr(inputs.os, "stat", lambda path: small(real_stat(path)))
-    monkeypatch.setattr(inputs.os, "fstat", lambda handle: small(real_fstat(handle)))
+    monkeypatch.setattr(reading.os, "stat", lambda path: small(real_stat(path)))
+    monkeypatch.setattr(reading.os, "fstat", lambda handle: small(real_fstat(handle)))
     with pytest.raises(ImageDecodeError, match=r"the file grew while read, past the limit of 4000"):
         decode(path, 0)
 
 
 def test_a_file_is_opened_once_and_its_bytes_decoded(tmp_path, monkeypatch, tiny_model):
-    import skfeat._inputs as inputs
+    import skfeat._inputs._reading as reading
 
     paths = []
     for index in range(3):
@@ -281,7 +281,7 @@ def test_a_file_is_opened_once_and_its_bytes_decoded(tmp_path, monkeypatch, tiny
     opened = []
     real_open = os.open
     monkeypatch.setattr(
-        inputs.os, "open", lambda name, *args: opened.append(name) or real_open(name, *args)
+        reading.os, "open", lambda name, *args: opened.append(name) or real_open(name, *args)
     )
     PretrainedCNNFeaturizer(tiny_model, n_jobs=2).fit_transform(paths)
     assert sorted(name for name in opened if name in paths) == paths  # once each

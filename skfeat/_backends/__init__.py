@@ -73,6 +73,13 @@ def resolve_backend(model: Any, weights: Any, preprocessing: Any = None) -> Any:
     ``preprocessing`` is the recipe of a model file (which does not carry one).
     Raises :class:`UnknownModelError` for a name no source knows, with close matches.
     """
+    if isinstance(model, (str, os.PathLike)) and os.path.isfile(
+        os.path.join(os.path.expanduser(model), "config.json")
+    ):
+        raise UnknownModelError(
+            f"model={os.fspath(model)!r} is a folder, not a model name. For a Hugging Face "
+            f"save_pretrained folder, pass model={HF_PREFIX + os.fspath(model)!r}."
+        )
     file_format = model_file_format(model)
     if file_format is not None:
         return GraphFileBackend.resolve(model, file_format, weights, preprocessing)
@@ -98,11 +105,6 @@ def resolve_backend(model: Any, weights: Any, preprocessing: Any = None) -> Any:
         backend = HfBackend(model.removeprefix(HF_PREFIX), weights)
         backend.check()
         return backend
-    if os.path.isfile(os.path.join(os.path.expanduser(model), "config.json")):
-        raise UnknownModelError(
-            f"model={model!r} is a folder, not a model name. For a Hugging Face "
-            f"save_pretrained folder, pass model={HF_PREFIX + model!r}."
-        )
     if model == LITE_NAME:
         backend = LiteBackend(model, weights)
         backend.check()

@@ -303,8 +303,11 @@ def _config(
 
 
 def _triple(values: Any) -> tuple[float, float, float]:
-    values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
-    return (values[0],) * 3 if len(values) == 1 else tuple(values)  # type: ignore[return-value]
+    floats = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    if len(floats) == 1:
+        floats *= 3
+    red, green, blue = floats  # an image processor gives one value or one per channel
+    return red, green, blue
 
 
 def _size(size: Any) -> dict[str, int]:
