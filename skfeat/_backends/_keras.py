@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import inspect
 import os
 import sys
@@ -72,8 +73,11 @@ _FLEXIBLE_INPUT_SIDES = {"MobileNetV3Large": 224, "MobileNetV3Small": 224}
 # Applications Keras refuses to build on its torch backend ("not available with the
 # torch backend at this time due to an outstanding bug"): not listed.
 _NOT_ON_TORCH = frozenset({"NASNetLarge", "NASNetMobile"})
-# The random-init network each name is traced on, per process: built once.
-_TRACING: dict[str, Any] = {}
+# Per process: each application's input shape, and the random-init network built to
+# read it, until the trace that follows takes it (skfeat keeps the traced layers, and
+# the network would hold memory for nothing).
+_INPUT_SHAPES: dict[Any, tuple[Any, ...]] = {}
+_SPARE: dict[Any, Any] = {}
 _TRACING_LOCK = threading.Lock()
 # Python's random is seeded while a model is built: one build at a time.
 _BUILD_LOCK = threading.RLock()
@@ -90,7 +94,7 @@ def import_keras(purpose: str) -> ModuleType:
     MissingDependencyError
         When Keras is not installed, or runs (or is set to run) on another backend.
     """
-    if "keras" not in sys.modules:
+    if "keras" not in sys.modules and importlib.util.find_spec("keras") is not None:
         chosen = os.environ.get("KERAS_BACKEND", "")
         if chosen not in ("", "torch"):
             raise MissingDependencyError(
@@ -219,12 +223,26 @@ class KerasBackend(Backend):
         # Shapes come from Keras's symbolic pass, which takes any input size and device.
         if side is not None:
             return None
-        key = self.trace_key
         with _TRACING_LOCK:
-            network = _TRACING.get(key)
-            if network is None:
-                network = _TRACING[key] = keras_network(self._build_keras(None), symbolic=True)
+            network = _SPARE.pop(self.trace_key, None)
+        return network if network is not None else self._tracing_network()
+
+    def _tracing_network(self) -> Any:
+        network = keras_network(self._build_keras(None), symbolic=True)
+        with _TRACING_LOCK:
+            _INPUT_SHAPES[self.trace_key] = tuple(getattr(network, KERAS_MODEL).input_shape)
         return network
+
+    def _input_shape(self) -> tuple[Any, ...]:
+        with _TRACING_LOCK:
+            shape = _INPUT_SHAPES.get(self.trace_key)
+        if shape is None:
+            # Built to read its input size; kept for the trace that follows in fit.
+            network = self._tracing_network()
+            with _TRACING_LOCK:
+                _SPARE[self.trace_key] = network
+            shape = _INPUT_SHAPES[self.trace_key]
+        return shape
 
     def load(self, head: str | None = None) -> tuple[Any, bool]:
         path = self._weights_file()
@@ -274,8 +292,7 @@ class KerasBackend(Backend):
         return keras_network(model)
 
     def data_config(self) -> DataConfig:
-        network = self.tracing_module("meta")
-        shape = tuple(getattr(network, KERAS_MODEL).input_shape)
+        shape = self._input_shape()
         if shape[1] is None and self.name in _FLEXIBLE_INPUT_SIDES:
             side = _FLEXIBLE_INPUT_SIDES[self.name]
             shape = (shape[0], side, side, *shape[3:])
