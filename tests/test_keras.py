@@ -143,11 +143,21 @@ def test_random_init_is_the_same_in_every_build(small_apps):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def save_legacy_h5(model, path):
+    """The format of Keras's own ImageNet weight files."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras", ".h5"])
 def test_a_keras_weights_file_loads(small_apps, pixels, tmp_path, suffix):
     trained = small_mobilenet_v2(weights=None, classifier_activation=None)  # unseeded
     path = tmp_path / f"model{suffix}"
-    trained.save_weights(path) if suffix == ".weights.h5" else trained.save(path)
+    save = {".weights.h5": trained.save_weights, ".keras": trained.save}
+    save.get(suffix, lambda path: save_legacy_h5(trained, path))(path)
     ours = PretrainedCNNFeaturizer(
         "keras:SmallMobileNetV2", weights=str(path), layer="penultimate", runtime="torch"
     ).fit_transform(pixels)
@@ -237,6 +247,15 @@ def test_listing_and_unknown_names():
         PretrainedCNNFeaturizer("keras:NASNetMobile").fit(["a.jpg"])
     with pytest.raises(UnknownModelError, match=r"weights='foo' is not valid for Keras"):
         PretrainedCNNFeaturizer("keras:ResNet50", weights="foo").fit(["a.jpg"])
+
+
+def test_listing_all_sources_leaves_out_keras_on_another_backend(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    names = list_models()
+    assert "resnet50" in names
+    assert not [name for name in names if name.startswith("keras:")]
+    with pytest.raises(MissingDependencyError, match=r"'jax' backend"):
+        list_models("keras")
 
 
 def test_a_keras_model_object_is_refused_with_the_name_to_use():
