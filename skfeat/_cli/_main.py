@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import skfeat
+from skfeat._blocks import INTERMEDIATE_NORMS
 from skfeat._cli._common import note, warn
 from skfeat._featurizer import DECODER_CHOICES, ON_ERROR_CHOICES, RUNTIME_CHOICES
 from skfeat._runtime._precision import PRECISIONS
@@ -215,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _featurizer_option(
         extract,
+        "--intermediate-norm",
+        parameter="intermediate_norm",
+        choices=list(INTERMEDIATE_NORMS),
+        help="transformer blocks through the model's final norm (final) or as they are",
+    )
+    _featurizer_option(
+        extract,
         "--normalize",
         parameter="normalize",
         choices=["l2"],
@@ -390,6 +398,7 @@ def _layers(values: list[str] | None) -> str | list[str]:
 
 _FEATURIZER_OPTIONS = (
     "pooling",
+    "intermediate_norm",
     "normalize",
     "batch_size",
     "device",
