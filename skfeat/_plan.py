@@ -74,7 +74,11 @@ class RunPlan:
         return [(target.layer, target.pooling) for target in self.targets]
 
     def feature_names(self) -> list[str]:
-        """``<layer>_<pooling>_<index>``, zero-padded to at least four digits."""
+        """``<layer>_<pooling>_<index>``, zero-padded to at least four digits.
+
+        A block read through the model's final norm is named with it:
+        ``blocks.9+norm_cls_0042``.
+        """
         names = []
         for target in self.targets:
             width = target.stop - target.start
