@@ -128,7 +128,9 @@ def _close(got: np.ndarray, expected: torch.Tensor) -> None:
 # -- timm forward_intermediates: pre-norm ViTs -----------------------------------------------
 
 
-@pytest.mark.parametrize("build", [vit, dinov2], ids=["vit", "dinov2-reg4"])
+@pytest.mark.parametrize(
+    "build", [vit, pytest.param(dinov2, marks=pytest.mark.slow)], ids=["vit", "dinov2-reg4"]
+)
 @pytest.mark.parametrize("norm", [True, False], ids=["norm", "raw"])
 def test_timm_forward_intermediates(build, norm):
     model = build()
@@ -180,7 +182,9 @@ def test_the_last_normed_block_is_the_final_norm():
 # -- fc_norm models: the norm after pooling ----------------------------------------------------
 
 
-@pytest.mark.parametrize("build", [eva, beit], ids=["eva02", "beit"])
+@pytest.mark.parametrize(
+    "build", [pytest.param(eva, marks=pytest.mark.slow), beit], ids=["eva02", "beit"]
+)
 def test_fc_norm_models_normalise_each_pooled_vector(build):
     model = build()
     assert isinstance(model.norm, torch.nn.Identity) and model.global_pool == "avg"
@@ -374,6 +378,7 @@ def test_token_poolings_on_a_layer_without_tokens_name_the_layers_that_have_them
 # -- the DINOv2 grid in one pass -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_grid_over_last_blocks_and_poolings_runs_the_backbone_about_once(tmp_path):
     model = dinov2()
     log = BatchLog(tmp_path / "forward-log.txt")
