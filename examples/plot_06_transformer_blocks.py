@@ -14,7 +14,8 @@ Blocks are read through the model's own final norm, as DINOv2 reads them
 
 No DINOv2 weights ship with skfeat. With them in timm's cache (or a network), the
 example uses the real weights; otherwise it says so and runs the same code on random
-weights, where the accuracies only show the method, not what DINOv2 learned.
+weights, where the accuracies only show the method, not what DINOv2 learned (and
+every block is close to the patch embedding: DINOv2's layer scale starts at 1e-5).
 """
 
 # %%
