@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 INTERMEDIATE_NORMS = ("final", "none")
-_NEGATIVE = re.compile(r"^(?P<prefix>.*?)-(?P<count>\d+)$")
+# "blocks.-1", "encoder_layer_-2": the number follows a dot or an underscore.
+_NEGATIVE = re.compile(r"^(?P<prefix>(?:.*[._])?)-(?P<count>\d+)$")
 _POOLED_NORM = "fc_norm"  # timm's name for the norm of the pooled vector
 
 # One final norm (or None) per (backend.trace_key, input size) and process.

@@ -133,10 +133,10 @@ def build_plan(
     _check_distinct(layers, infos)
     if len(poolings) == 1:
         poolings = list(poolings) * len(infos)
+    blocks = set(token_blocks(traced))
     norm = None
-    if intermediate_norm == "final":
+    if intermediate_norm == "final" and (caching or any(i.name in blocks for i in infos)):
         norm = final_norm(backend, traced, config.crop_size)
-    blocks = set(token_blocks(traced)) if norm is not None else set()
 
     def read(info: LayerInfo) -> LayerInfo:
         if norm is None or info.name not in blocks:
