@@ -79,7 +79,8 @@ print(cache.stats())
 # featurizers. The second featurizer's lookups are the ``hits``. The feature names say
 # layer, pooling and index, so a model fitted on them can be read back.
 #
-# DINOv2's own evaluation code applies the final layer norm to each of the four blocks;
-# here the first three are read as they leave their block, and ``norm`` is the last
-# block after that final norm. A ``StandardScaler`` before the linear classifier, as
-# in the other examples, puts the blocks on a common scale.
+# The blocks are read through the model's final norm (``intermediate_norm="final"``,
+# the default), as DINOv2's own evaluation code reads them, and ``norm`` is the last
+# block after it: these are DINOv2's features exactly. One featurizer gives them too,
+# with one pooling per layer: ``layer=["blocks.-4", "blocks.-3", "blocks.-2",
+# "blocks.-1"]`` and ``pooling=["cls", "cls", "cls", "clsavg"]``.

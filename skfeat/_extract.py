@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from skfeat._blocks import FinalNorm, resolve_index
 from skfeat._declarations import collect_hints, copy_at_size
 from skfeat._layouts import VECTOR, Layout, infer_layouts, probe_sizes
 from skfeat._pooling import PoolingSpec, list_poolings, pooled_width
@@ -66,6 +67,11 @@ class LayerInfo:
     reads_input : bool, default=False
         Whether the module's input is read rather than its output: ``"penultimate"``
         is the input of the final linear classifier.
+    norm : FinalNorm or None, default=None
+        The model's final norm, applied to this block's output
+        (``intermediate_norm="final"``); ``name`` then ends in ``+`` and its label
+        (``"blocks.3+norm"``), so reads, cache entries and feature names keep the two
+        policies apart.
     """
 
     name: str
@@ -74,6 +80,12 @@ class LayerInfo:
     module: str
     layout: Layout
     reads_input: bool = False
+    norm: FinalNorm | None = None
+
+    @property
+    def layer_name(self) -> str:
+        """The layer as ``layer=`` names it, without the norm's label."""
+        return self.name if self.norm is None else self.name[: -len(self.norm.label) - 1]
 
 
 @dataclass(frozen=True)
@@ -257,7 +269,12 @@ def _module_device(module: Any) -> Any:
 
 
 def find_layer(architecture: Architecture, name: str, label: str) -> LayerInfo:
-    """The layer called ``name``, or an :class:`UnknownLayerError` with close names."""
+    """The layer called ``name``, or an :class:`UnknownLayerError` with close names.
+
+    A negative index counts from the end of a numbered run: ``"blocks.-1"`` is the
+    last block (:func:`skfeat._blocks.resolve_index`).
+    """
+    name = resolve_index(architecture, name, label)
     if name in architecture.layers:
         return architecture.layers[name]
     if name in architecture.absent:
@@ -363,35 +380,43 @@ def _hooks(module: Any, reads: Sequence[Read], store: dict[int, Any]) -> Iterato
 
     modules = dict(module.named_modules())
     last_order = max(layer.order for layer, _ in reads)
-    by_layer: dict[str, list[tuple[int, Read]]] = {}
+    # One hook per module read (its output, or its input for "penultimate"): the reads
+    # of one module, with or without the final norm, share it.
+    by_module: dict[tuple[str, bool], list[tuple[int, Read]]] = {}
     for index, read in enumerate(reads):
-        by_layer.setdefault(read[0].name, []).append((index, read))
+        if read[0].name != LOGITS:
+            by_module.setdefault((read[0].module, read[0].reads_input), []).append((index, read))
 
-    def keep(layer: LayerInfo, activation: Any) -> None:
-        if activation.dtype != torch.float32:
-            activation = activation.float()  # pool in fp32: bf16 loses gem's cube
-        for index, (_, pooling) in by_layer[layer.name]:
-            pooled = pooling.apply(activation, layer)
+    def keep(pairs: list[tuple[int, Read]], activation: Any) -> None:
+        normed: dict[str | None, Any] = {}
+        for index, (layer, pooling) in pairs:
+            norm = layer.norm
+            before = norm.before_pooling if norm is not None else None
+            if before not in normed:
+                # forward(), not __call__: a hook on the norm itself must not fire here.
+                tokens = activation if before is None else modules[before].forward(activation)
+                # Pool in fp32: bf16 loses gem's cube.
+                normed[before] = tokens if tokens.dtype == torch.float32 else tokens.float()
+            after = norm.after_pooling if norm is not None else None
+            each = modules[after].forward if after is not None else None
+            pooled = pooling.apply(normed[before], layer, each=each)
             # A copy: later in-place ops (ReLU(inplace=True)) must not change it.
             store[index] = pooled.to(torch.float32, copy=True)
-        if layer.order == last_order:
+        if pairs[0][1][0].order == last_order:
             raise _StopForward
 
     handles = []
-    for pairs in by_layer.values():
-        layer = pairs[0][1][0]
-        if layer.name == LOGITS:
-            continue
-        sub = modules[layer.module]
-        if layer.reads_input:
+    for (name, reads_input), pairs in by_module.items():
+        sub = modules[name]
+        if reads_input:
             handles.append(
                 sub.register_forward_pre_hook(
-                    lambda _m, inputs, layer=layer: keep(layer, inputs[0])
+                    lambda _m, inputs, pairs=pairs: keep(pairs, inputs[0])
                 )
             )
         else:
             handles.append(
-                sub.register_forward_hook(lambda _m, _i, output, layer=layer: keep(layer, output))
+                sub.register_forward_hook(lambda _m, _i, output, pairs=pairs: keep(pairs, output))
             )
     try:
         yield

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from skfeat._inputs import as_items, decode_warning, input_column_name, with_on_error_hint
 from skfeat._params import check_params, run_params
 from skfeat._pooling import resolve_pooling
+from skfeat._validation import parameter_error
 from skfeat._warnings import warn_at_caller
 from skfeat.exceptions import ImageDecodeError, InvalidInputError
 
@@ -56,8 +57,8 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         Where to read activations: a layer name from :func:`skfeat.list_layers`, a
         list of names (concatenated, from one backbone pass), ``"penultimate"`` (the
         input of the final classifier, the usual embedding) or ``"logits"``.
-    pooling : {"avg", "max", "gem", "avgmax", "cls", "clsavg", "flatten"} or callable, default="avg"
-        How a layer's output becomes a vector, by its layout (see
+    pooling : {"avg", "max", "gem", "avgmax", "cls", "clsavg", "flatten"}, callable or list
+        Default ``"avg"``. How a layer's output becomes a vector, by its layout (see
         :func:`skfeat.list_layers`). On maps, ``(C, H, W)`` or ``(H, W, C)``: ``"avg"``,
         ``"max"`` and ``"gem"`` pool over the positions (``C`` values each), ``"avgmax"``
         concatenates avg and max, ``"flatten"`` keeps every value. On tokens ``(T, C)``:
@@ -67,8 +68,23 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         (``"penultimate"``, ``"logits"``) pass through ``"avg"``, ``"max"`` and
         ``"flatten"`` unchanged. A callable receives the layer's output batch as a torch
         tensor in the layer's own layout (``(N, C, H, W)``, ``(N, H, W, C)`` or
-        ``(N, T, C)``; vectors as ``(N, D, 1, 1)``) and returns ``(N, D)``. See
+        ``(N, T, C)``; vectors as ``(N, D, 1, 1)``) and returns ``(N, D)``. A list
+        gives one pooling per layer of ``layer``, in its order: DINOv2's linear-probe
+        features are ``layer=["blocks.-4", "blocks.-3", "blocks.-2", "blocks.-1"]``
+        with ``pooling=["cls", "cls", "cls", "clsavg"]``. See
         :func:`skfeat.list_poolings`.
+    intermediate_norm : {"final", "none"}, default="final"
+        What a vision transformer's block (``blocks.N``, 0-based; ``blocks.-1`` the
+        last) gives. ``"final"``: the block's tokens after the model's own final norm,
+        as its head reads the last block and as DINOv2 reads every block
+        (``get_intermediate_layers(norm=True)``): timm's and torchvision's ``norm`` /
+        ``encoder.ln`` on the tokens before pooling, or, for models that normalise
+        after pooling (timm's ``fc_norm``: EVA, BEiT, ``global_pool="avg"``), that norm
+        on each pooled vector. ``"none"``: the block's output as it is (timm's
+        ``forward_intermediates`` default, Hugging Face ``hidden_states``). It changes
+        nothing on other layers or on models without a final norm; ``layer_norms_``
+        says where it applied, and feature names carry the norm
+        (``blocks.9+norm_cls_0000``).
     normalize : {None, "l2"}, default=None
         ``"l2"`` scales each row to unit Euclidean norm.
     batch_size : int or "auto", default="auto"
@@ -139,9 +155,13 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     feature_names_in_ : ndarray of shape (1,)
         The image column's name. Defined only when ``X`` is a DataFrame.
     layers_ : list of str
-        The layers read, aliases resolved to their order in the network.
+        The layers read, aliases and negative indices resolved (``"blocks.-1"`` is
+        ``"blocks.11"`` of a 12-block model).
     layer_shapes_ : dict of str to tuple of int
         Output shape of each layer read, for one image.
+    layer_norms_ : dict of str to str or None
+        The model's final norm applied to each layer read (``"norm"``, ``"fc_norm"``,
+        ``"encoder.ln"``), or None where ``intermediate_norm`` changed nothing.
     data_config_ : DataConfig
         The preprocessing recipe: resize, crop, interpolation, mean and std.
     n_features_out_ : int
@@ -184,7 +204,8 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         weights: Any = "DEFAULT",
         preprocessing: Any = None,
         layer: str | list[str] = "penultimate",
-        pooling: str | Callable[[Any], Any] = "avg",
+        pooling: str | Callable[[Any], Any] | list[Any] = "avg",
+        intermediate_norm: str = "final",
         normalize: str | None = None,
         batch_size: int | str = "auto",
         device: str = "auto",
@@ -201,6 +222,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         self.preprocessing = preprocessing
         self.layer = layer
         self.pooling = pooling
+        self.intermediate_norm = intermediate_norm
         self.normalize = normalize
         self.batch_size = batch_size
         self.device = device
@@ -216,6 +238,23 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         check_params(self.get_params(deep=False), type(self).__name__)
+        self._poolings()  # each of a list, and its length, with a did-you-mean
+
+    def _poolings(self) -> list[Any]:
+        """One resolved pooling for all layers, or one per layer (a list as long as ``layer``)."""
+        owner = type(self).__name__
+        if not isinstance(self.pooling, (list, tuple)):
+            return [resolve_pooling(self.pooling, owner)]
+        layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
+        if len(self.pooling) != len(layers):
+            raise parameter_error(
+                owner,
+                "pooling",
+                self.pooling,
+                f"a pooling for all layers, or a list of one pooling per layer "
+                f"({len(layers)} here, as in layer={self.layer!r})",
+            )
+        return [resolve_pooling(pooling, owner) for pooling in self.pooling]
 
     def _check_input(self, X: Any, *, reset: bool) -> list[Any]:
         items = as_items(X)
@@ -264,11 +303,21 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         runtime_for(backend, self.runtime)  # a model file refuses runtime='torch' here
         layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
         caching = self.cache is not None and self.cache is not False
-        plan = build_plan(backend, layers, resolve_pooling(self.pooling), caching=caching)
+        plan = build_plan(
+            backend,
+            layers,
+            self._poolings(),
+            caching=caching,
+            intermediate_norm=self.intermediate_norm,
+        )
         self._plan = plan
         self._feature_names = np.asarray(plan.feature_names(), dtype=object)
-        self.layers_ = [target.layer.name for target in plan.targets]
-        self.layer_shapes_ = {target.layer.name: target.layer.shape for target in plan.targets}
+        read = [target.layer for target in plan.targets]
+        self.layers_ = [layer.layer_name for layer in read]
+        self.layer_shapes_ = {layer.layer_name: layer.shape for layer in read}
+        self.layer_norms_ = {
+            layer.layer_name: layer.norm.label if layer.norm is not None else None for layer in read
+        }
         self.data_config_ = plan.data_config
         self.n_features_out_ = plan.n_features
         return self

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from skfeat._blocks import INTERMEDIATE_NORMS
 from skfeat._inputs import DECODERS
 from skfeat._pooling import POOLINGS, pooling_synonyms
 from skfeat._runtime import PRECISIONS
@@ -140,6 +141,11 @@ def _is_callable(value: Any) -> bool:
     return callable(value) and not isinstance(value, str)
 
 
+def _is_pooling(value: Any) -> bool:
+    # a list gives one pooling per layer; its items are resolved with the layers
+    return _is_callable(value) or (isinstance(value, (list, tuple)) and len(value) > 0)
+
+
 def _is_batch_size(value: Any) -> bool:
     return is_int(value) and value >= 1
 
@@ -184,10 +190,11 @@ PARAMETERS: dict[str, Param] = {
     ),
     "pooling": Param(
         options=tuple(POOLINGS),
-        accepts=_is_callable,
-        expected=f"a str among {sorted(POOLINGS)} or a callable",
+        accepts=_is_pooling,
+        expected=f"a str among {sorted(POOLINGS)} or a callable, or a list of them (one per layer)",
         synonyms=pooling_synonyms,
     ),
+    "intermediate_norm": Param(options=INTERMEDIATE_NORMS),
     "normalize": Param(options=(None, "l2"), expected="None or 'l2'"),
     "batch_size": Param(
         options=("auto",),

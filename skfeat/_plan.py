@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from skfeat._blocks import children, final_norm, token_blocks, token_layers, trunk_output
 from skfeat._extract import PENULTIMATE, Architecture, LayerInfo, architecture, find_layer
 from skfeat._layouts import MAP, MAP_LAST, TOKENS
-from skfeat._pooling import PoolingSpec, resolve_pooling
+from skfeat._pooling import POOLINGS, PoolingSpec, resolve_pooling
 from skfeat._preprocess import DataConfig
+from skfeat.exceptions import InvalidParameterError
 
 __all__ = ["RunPlan", "Target", "build_plan", "cache_stages"]
 
@@ -72,7 +74,11 @@ class RunPlan:
         return [(target.layer, target.pooling) for target in self.targets]
 
     def feature_names(self) -> list[str]:
-        """``<layer>_<pooling>_<index>``, zero-padded to at least four digits."""
+        """``<layer>_<pooling>_<index>``, zero-padded to at least four digits.
+
+        A block read through the model's final norm is named with it:
+        ``blocks.9+norm_cls_0042``.
+        """
         names = []
         for target in self.targets:
             width = target.stop - target.start
@@ -87,41 +93,98 @@ class RunPlan:
         return dataclasses.replace(self, targets=_tile(specs))
 
 
-def _tile(reads: Sequence[tuple[LayerInfo, PoolingSpec]]) -> tuple[Target, ...]:
+def _tile(
+    reads: Sequence[tuple[LayerInfo, PoolingSpec]], token_layers: Sequence[str] | None = None
+) -> tuple[Target, ...]:
     targets, start = [], 0
     for layer, pooling in reads:
-        width = pooling.width(layer)
+        width = pooling.width(layer, token_layers)
         targets.append(Target(layer, pooling, start, start + width))
         start += width
     return tuple(targets)
 
 
 def build_plan(
-    backend: Any, layers: Sequence[str], pooling: PoolingSpec, *, caching: bool
+    backend: Any,
+    layers: Sequence[str],
+    poolings: Sequence[PoolingSpec],
+    *,
+    caching: bool,
+    intermediate_norm: str = "final",
 ) -> RunPlan:
-    """Resolve layer names and the pooling against the traced backbone.
+    """Resolve layer names, their poolings and the norm policy against the traced backbone.
+
+    ``poolings`` holds one spec for every layer, or one for all of them. Negative
+    indices (``"blocks.-1"``) are resolved to the real names here, once. With
+    ``intermediate_norm="final"`` every transformer block read (and stored for the
+    cache) gets the model's final norm (:mod:`skfeat._blocks`).
 
     Raises
     ------
     UnknownLayerError
         For a layer the backbone does not have, with close names.
     InvalidParameterError
-        When the pooling does not apply to a layer, saying why.
+        When a pooling does not apply to a layer, saying why; when two names are
+        the same layer.
     """
     config = backend.data_config()
     traced = architecture(backend, config.crop_size)
     infos = [find_layer(traced, name, backend.label) for name in layers]
+    _check_distinct(layers, infos)
+    if len(poolings) == 1:
+        poolings = list(poolings) * len(infos)
+    blocks = set(token_blocks(traced))
+    norm = None
+    if intermediate_norm == "final" and (caching or any(i.name in blocks for i in infos)):
+        norm = final_norm(backend, traced, config.crop_size)
+
+    def read(info: LayerInfo) -> LayerInfo:
+        if norm is None or info.name not in blocks:
+            return info
+        return dataclasses.replace(info, name=f"{info.name}+{norm.label}", norm=norm)
+
+    reads = [(read(info), pooling) for info, pooling in zip(infos, poolings, strict=True)]
+    for info, pooling in reads:
+        _check_pooled_norm(info, pooling)
+    advice = token_layers(traced, class_token=True)
     return RunPlan(
         backend=backend,
         data_config=config,
         classifier=traced.classifier,
-        targets=_tile([(info, pooling) for info in infos]),
+        targets=_tile(reads, advice),
         # A model file's tensors have no module tree to find its stages in.
         stages=(
-            cache_stages(traced, backend.stage_names())
+            tuple(read(info) for info in cache_stages(traced, backend.stage_names()))
             if caching and backend.source != "file"
             else ()
         ),
+    )
+
+
+def _check_distinct(names: Sequence[str], infos: Sequence[LayerInfo]) -> None:
+    seen: dict[str, str] = {}
+    for name, info in zip(names, infos, strict=True):
+        if info.name in seen:
+            raise InvalidParameterError(
+                f"layer names {seen[info.name]!r} and {name!r} are the same layer, "
+                f"{info.name!r}. Name each layer once."
+            )
+        seen[info.name] = name
+
+
+def _check_pooled_norm(layer: LayerInfo, pooling: PoolingSpec) -> None:
+    """A norm of pooled vectors (``fc_norm``) applies to named poolings of channels only."""
+    norm = layer.norm
+    if norm is None or norm.after_pooling is None:
+        return
+    if pooling.function is None and not POOLINGS[pooling.name].keeps_positions:
+        return
+    what = "a callable pooling" if pooling.function is not None else f"pooling={pooling.name!r}"
+    raise InvalidParameterError(
+        f"intermediate_norm='final' on layer {layer.layer_name!r} applies the model's "
+        f"{norm.after_pooling!r}, which normalises pooled vectors of {layer.shape[-1]} "
+        f"values, but {what} does not give such vectors. Use a named pooling ('avg', "
+        "'cls', 'gem', ...), or intermediate_norm='none' to read the block as it is."
     )
 
 
@@ -150,48 +213,17 @@ def cache_stages(
     chosen = {name for name in declared or () if name in maps or name in tokens}
     chosen.update(name for name in maps if "." not in name)
     for parent in {name.partition(".")[0] for name in maps}:  # a ModuleList has no output
-        children = _children(parent, maps)
-        if len({_resolution(maps[name]) for name in children}) >= 2:
-            chosen.update(children)
-    blocks: set[str] = set()
-    for parent in {name.rpartition(".")[0] for name in tokens}:
-        for run in _numbered_runs(_children(parent, tokens)):
-            containers = all(any(n.startswith(name + ".") for n in layers) for name in run)
-            if len(run) >= 2 and containers and len({tokens[name].shape for name in run}) == 1:
-                blocks.update(run)
-    if blocks:
-        last_block = max(layers[name].order for name in blocks)
-        after = [
-            info
-            for name, info in tokens.items()
-            if info.order > last_block and not any(b.startswith(name + ".") for b in blocks)
-        ]
-        chosen |= blocks
-        if after:  # the trunk's token output: its final norm
-            chosen.add(max(after, key=lambda info: info.order).name)
+        stage = children(parent, list(maps))
+        if len({_resolution(maps[name]) for name in stage}) >= 2:
+            chosen.update(stage)
+    blocks = token_blocks(traced)
+    chosen.update(blocks)
+    output = trunk_output(traced, blocks)
+    if output is not None:  # the trunk's token output: its final norm
+        chosen.add(output.name)
     if PENULTIMATE in layers:
         chosen.add(PENULTIMATE)
     return tuple(sorted((layers[name] for name in chosen), key=lambda info: info.order))
-
-
-def _children(parent: str, layers: dict[str, LayerInfo]) -> list[str]:
-    prefix = parent + "." if parent else ""
-    return [n for n in layers if n.startswith(prefix) and "." not in n[len(prefix) :]]
-
-
-def _numbered_runs(names: list[str]) -> list[list[str]]:
-    """Names numbered in sequence: ``blocks.0``, ``blocks.1`` or ``encoder_layer_1``.
-
-    ``norm1`` and ``norm2`` are two parts of one block, not a sequence; the caller
-    also keeps only runs of modules that contain others (blocks, not ``ln_1``).
-    """
-    runs: dict[str, list[str]] = {}
-    for name in names:
-        last = name.rpartition(".")[2]
-        stem = last.rstrip("0123456789")
-        if stem != last and (stem == "" or stem.endswith("_")):
-            runs.setdefault(stem, []).append(name)
-    return list(runs.values())
 
 
 def _resolution(layer: LayerInfo) -> tuple[int, ...]:

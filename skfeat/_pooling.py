@@ -17,7 +17,7 @@ imports without torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -235,8 +235,26 @@ def _product(shape: tuple[int, ...]) -> int:
     return result
 
 
-def _refusal(pooling: Pooling, layer: LayerLike) -> str | None:
-    """Why ``pooling`` does not apply to ``layer``, or None when it does."""
+def _token_advice(token_layers: Sequence[str] | None) -> str:
+    """Which layers to read instead, when the model's token layers are known."""
+    if token_layers is None:
+        return "pick a token layer of a vision transformer (see skfeat.list_layers)"
+    if not token_layers:
+        return "pick another model: this one has no token layer with a class token"
+    named = [f"{name!r}" for name in token_layers]
+    if len(named) > 4:
+        named = [*named[:2], "...", *named[-2:]]
+    return f"read a token layer with a class token: {', '.join(named)}"
+
+
+def _refusal(
+    pooling: Pooling, layer: LayerLike, token_layers: Sequence[str] | None = None
+) -> str | None:
+    """Why ``pooling`` does not apply to ``layer``, or None when it does.
+
+    ``token_layers``, the model's token layers with a class token, are named in the
+    advice when given.
+    """
     layout, shape = layer.layout, layer.shape
     if layout.kind == UNKNOWN:
         return (
@@ -247,11 +265,15 @@ def _refusal(pooling: Pooling, layer: LayerLike) -> str | None:
     needs_class_token = any(part.needs_class_token for part in pooling.parts)
     if layout.kind == VECTOR:
         if pooling.components or not pooling.on_vectors:
+            if needs_class_token:
+                instead = _token_advice(token_layers)
+            else:
+                instead = "pick a layer with a spatial map or tokens (see skfeat.list_layers)"
             need = "a class token" if needs_class_token else "a spatial map"
             return (
                 f"pooling={pooling.name!r} needs {need}, but layer {layer.name!r} gives vectors "
                 f"of {shape[0]} values. Use pooling='avg' (vectors pass through unchanged) or "
-                "pick a layer with a spatial map or tokens (see skfeat.list_layers)."
+                f"{instead}."
             )
         return None
     for part in pooling.parts:
@@ -262,9 +284,8 @@ def _refusal(pooling: Pooling, layer: LayerLike) -> str | None:
                 what = "does not apply to this layout"
             return (
                 f"pooling={pooling.name!r} {what}, but layer {layer.name!r} is a "
-                f"{layout.describe()} of shape {shape}. Use pooling='avg' or 'gem', or pick a "
-                "token layer "
-                "of a vision transformer (see skfeat.list_layers)."
+                f"{layout.describe()} of shape {shape}. Use pooling='avg' or 'gem', or "
+                f"{_token_advice(token_layers)}."
             )
         if part.needs_class_token and not layout.class_token:
             prefix = layout.prefix_tokens
@@ -277,16 +298,17 @@ def _refusal(pooling: Pooling, layer: LayerLike) -> str | None:
     return None
 
 
-def pooled_width(pooling: str, layer: LayerLike) -> int:
+def pooled_width(pooling: str, layer: LayerLike, token_layers: Sequence[str] | None = None) -> int:
     """Width of the named ``pooling`` applied to ``layer``'s output for one image.
 
     Raises
     ------
     InvalidParameterError
-        Saying why, when the pooling does not apply to that layer.
+        Saying why, when the pooling does not apply to that layer; naming
+        ``token_layers`` (the model's token layers with a class token) when given.
     """
     spec = POOLINGS[pooling]
-    refusal = _refusal(spec, layer)
+    refusal = _refusal(spec, layer, token_layers)
     if refusal is not None:
         raise InvalidParameterError(refusal)
     if layer.layout.kind == VECTOR:
@@ -326,10 +348,13 @@ class PoolingSpec:
         """Named poolings only: a callable has no stable identity to key entries by."""
         return self.function is None
 
-    def width(self, layer: LayerLike) -> int:
-        """The number of features on ``layer`` (a callable runs once on zeros)."""
+    def width(self, layer: LayerLike, token_layers: Sequence[str] | None = None) -> int:
+        """The number of features on ``layer`` (a callable runs once on zeros).
+
+        ``token_layers`` are named when a class-token pooling does not apply.
+        """
         if self.function is None:
-            return pooled_width(self.name, layer)
+            return pooled_width(self.name, layer, token_layers)
         import torch
 
         result = self.apply(torch.zeros((1, *layer.shape)), layer)
@@ -347,13 +372,16 @@ class PoolingSpec:
             return (VECTOR_COMPONENT,)
         return tuple(part.name for part in POOLINGS[self.name].parts)
 
-    def apply(self, x: Any, layer: LayerLike) -> Any:
+    def apply(self, x: Any, layer: LayerLike, each: Callable[[Any], Any] | None = None) -> Any:
         """Pool ``x``, the batch of ``layer``'s outputs, into ``(N, D)``.
 
         A callable receives the batch in the layer's own layout (``(N, C, H, W)``,
         ``(N, H, W, C)``, ``(N, T, C)``), and vectors as ``(N, D, 1, 1)`` so that a
         map pooling works on them too. Whether a named pooling applies was checked
-        in fit, by :meth:`width`.
+        in fit, by :meth:`width`. ``each``, when given, maps every elementary
+        pooling's ``(N, C)`` result before they are concatenated: a model's norm of
+        pooled vectors (timm's ``fc_norm``) applies to the class token and to the
+        mean patch token of ``clsavg`` alike.
         """
         layout = layer.layout
         if self.function is not None:
@@ -363,6 +391,8 @@ class PoolingSpec:
         if layout.kind == MAP_LAST:
             x = x.permute(0, 3, 1, 2)
         parts = [_elementary(part, x, layout) for part in POOLINGS[self.name].parts]
+        if each is not None:
+            parts = [each(part) for part in parts]
         if len(parts) == 1:
             return parts[0]
         import torch

@@ -661,7 +661,7 @@ def test_cache_layers_are_the_usual_stages(tiny_model, random_images):
 def test_the_usual_stages_of_vision_transformers(random_images):
     def stages(model):
         plan = PretrainedCNNFeaturizer(model, weights=None, cache=True).fit(random_images)._plan
-        return [info.name for info in plan.stages]
+        return [info.layer_name for info in plan.stages]
 
     blocks = [f"blocks.{i}" for i in range(12)]
     assert stages("timm:deit_tiny_distilled_patch16_224") == [*blocks, "norm", "penultimate"]

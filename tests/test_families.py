@@ -221,7 +221,9 @@ def test_pooling_by_layout_equals_the_models_own_tensors(
     model: str, layer: str, pooling: str, hooked: list[str], reference: Callable[..., Any]
 ):
     images = _images()
-    featurizer = PretrainedCNNFeaturizer(model, weights=None, layer=layer, pooling=pooling)
+    featurizer = PretrainedCNNFeaturizer(
+        model, weights=None, layer=layer, pooling=pooling, intermediate_norm="none"
+    )  # the blocks as the model's tensors hold them; the final norm: test_intermediate_norm.py
     features = featurizer.set_params(n_jobs=1, precision="fp32").fit_transform(images)
     expected = reference(_model_tensors(model, images, hooked)).numpy()
     assert features.shape == expected.shape
@@ -251,10 +253,10 @@ def test_widths_and_names_are_known_before_any_image():
     ).fit(["never-read.jpg"])
     assert featurizer.n_features_out_ == 2 * 2 * 192
     names = featurizer.get_feature_names_out()
-    assert names[0] == "blocks.10_clsavg_0000" and names[-1] == "norm_clsavg_0383"
+    assert names[0] == "blocks.10+norm_clsavg_0000" and names[-1] == "norm_clsavg_0383"
     cls = PretrainedCNNFeaturizer("timm:vit_tiny_patch16_224", weights=None, layer="blocks.11")
     assert cls.set_params(pooling="cls").fit(["x.jpg"]).get_feature_names_out()[42] == (
-        "blocks.11_cls_0042"
+        "blocks.11+norm_cls_0042"
     )
 
 

@@ -198,11 +198,24 @@ def test_features_match_the_models_own_outputs(saved, images):
     index = int(block.rpartition(".")[2]) + 1  # hidden_states[0] is the embeddings' output
     got = _features(name, images, layer="penultimate").transform(images)
     np.testing.assert_allclose(got, embedding.numpy(), atol=1e-4)
-    flat = _features(name, images, layer=block, pooling="flatten").transform(images)
+    raw = _features(name, images, layer=block, pooling="flatten", intermediate_norm="none")
     tokens = hidden[index]
-    np.testing.assert_allclose(flat, tokens.flatten(1).numpy(), atol=1e-4)
+    np.testing.assert_allclose(raw.transform(images), tokens.flatten(1).numpy(), atol=1e-4)
+    # By default a block goes through the model's own final norm, as its head reads it.
+    normed = _features(name, images, layer=block, pooling="flatten")
+    norm_name = normed.layer_norms_[block]
+    if norm_name is not None and normed.layer_norms_ != {block: None}:
+        with torch.no_grad():
+            owner = model.vision_model if family == "siglip_pair" else model
+            norm = owner.get_submodule(norm_name.removeprefix("vision_model."))
+            expected_normed = norm(tokens)
+        np.testing.assert_allclose(
+            normed.transform(images), expected_normed.flatten(1).numpy(), atol=1e-4
+        )
     pooling = "cls" if FAMILIES[family][4] else "avg"
-    pooled = _features(name, images, layer=block, pooling=pooling).transform(images)
+    pooled = _features(
+        name, images, layer=block, pooling=pooling, intermediate_norm="none"
+    ).transform(images)
     if family in ("convnext", "resnet"):
         expected = tokens.mean(dim=(2, 3))
     elif pooling == "cls":

@@ -128,7 +128,10 @@ def _choices_of_extract() -> dict[str, list[str]]:
 
 def test_the_command_line_offers_the_tables_options(monkeypatch):
     choices = _choices_of_extract()
-    assert set(choices) == {"pooling", "normalize", "precision", "runtime", "decoder", "on_error"}
+    assert set(choices) == {
+        *("pooling", "intermediate_norm", "normalize", "precision", "runtime", "decoder"),
+        "on_error",
+    }
     assert all(choices[name] == str_options(name) for name in choices)
     widened = Param(options=("raise", "nan", "zeros", "skip"))
     monkeypatch.setitem(params_module.PARAMETERS, "on_error", widened)

@@ -21,7 +21,7 @@ def backend():
 
 
 def _plan(backend, layers, pooling="avg", caching=False):
-    return build_plan(backend, layers, resolve_pooling(pooling), caching=caching)
+    return build_plan(backend, layers, [resolve_pooling(pooling)], caching=caching)
 
 
 def test_targets_tile_the_row_in_the_order_asked(backend):

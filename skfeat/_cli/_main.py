@@ -219,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _featurizer_option(
         extract,
+        "--intermediate-norm",
+        parameter="intermediate_norm",
+        choices=str_options("intermediate_norm"),
+        help="transformer blocks through the model's final norm (final) or as they are",
+    )
+    _featurizer_option(
+        extract,
         "--normalize",
         parameter="normalize",
         choices=str_options("normalize"),
