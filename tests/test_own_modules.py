@@ -408,3 +408,119 @@ def test_a_module_run_twice_is_refused_with_the_reason():
 
     with pytest.raises(UnknownLayerError, match=r"'act' .* it runs 2 times per forward pass"):
         PretrainedCNNFeaturizer(Shared(), layer="act").fit([0])
+
+
+# -- layouts of models traced at one size, unpadded maps, prefix-token names -------------
+
+
+def test_unpadded_convolutions_grow_by_a_fixed_offset_and_are_maps():
+    from skfeat._layouts import infer_layout
+
+    inception = {299: (2, 256, 35, 35), 598: (2, 256, 72, 72), 897: (2, 256, 109, 109)}
+    assert infer_layout("Mixed_5b", inception, reference=299, batch=2).kind == "map"
+    uneven = {299: (2, 256, 35, 35), 598: (2, 256, 72, 72), 897: (2, 256, 120, 120)}
+    assert infer_layout("Mixed_5b", uneven, reference=299, batch=2).kind == "unknown"
+
+
+class _Unpadded(nn.Module):
+    """Two unpadded branches concatenated in a block of no channel-first type."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 4, stride=4)
+        self.a = nn.Sequential(*(nn.Conv2d(4, 4, 3) for _ in range(3)))
+        self.b = nn.Sequential(*(nn.Conv2d(4, 4, 3) for _ in range(3)))
+
+    def forward(self, x):
+        x = self.stem(x)
+        return torch.cat([self.a(x), self.b(x)], 1)
+
+
+def test_a_block_of_unpadded_convolutions_is_read_as_a_map(random_images):
+    from collections import OrderedDict
+
+    parts = [("mixed", _Unpadded()), ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten())]
+    model = nn.Sequential(OrderedDict([*parts, ("fc", nn.Linear(8, 2))])).eval()
+    recipe = {"crop_size": 128}
+    details = list_layers(model, preprocessing=recipe, details=True)
+    assert details["mixed"].shape == (8, 26, 26)  # 128 / 4 - 6: 26, 58, 90 px
+    assert details["mixed"].layout == "map"
+    features = _featurize(model, random_images, preprocessing=recipe, layer="mixed")
+    with torch.no_grad():
+        expected = model.mixed(_by_hand(random_images, 146, 128)).mean((2, 3))
+    np.testing.assert_allclose(features, expected.numpy(), atol=1e-4)
+
+
+def test_token_layers_of_a_one_size_model_follow_a_traced_convolution_grid():
+    from skfeat._layouts import LayoutHints, infer_layouts
+
+    traces = {224: {"proj": (2, 64, 14, 14), "blocks.0": (2, 197, 64), "flat": (2, 196, 64)}}
+    hints = LayoutHints(frozenset({"proj"}), prefix_tokens=1, class_token=True, source="cls")
+    layouts = infer_layouts(traces, reference=224, batch=2, hints=hints)
+    assert layouts["blocks.0"].prefix_tokens == 1 and layouts["blocks.0"].class_token
+    assert layouts["flat"].kind == "tokens" and layouts["flat"].prefix_tokens == 0
+    # 25 tokens are a 5x5 grid, or 9 declared prefix tokens and a 4x4 grid: refused
+    both = {224: {"p5": (2, 8, 5, 5), "p4": (2, 8, 4, 4), "t": (2, 25, 8)}}
+    hints = LayoutHints(frozenset({"p5", "p4"}), prefix_tokens=9, source="x")
+    assert infer_layouts(both, reference=224, batch=2, hints=hints)["t"].kind == "unknown"
+    no_grid = {224: {"proj": (2, 64, 14, 14), "t": (2, 50, 64)}}
+    assert infer_layouts(no_grid, reference=224, batch=2, hints=hints)["t"].kind == "unknown"
+
+
+class _Tokens(nn.Module):
+    """A ViT-like module with the given prefix-token parameters."""
+
+    def __init__(self, **params):
+        super().__init__()
+        for name, shape in params.items():
+            setattr(self, name, nn.Parameter(torch.zeros(shape)))
+
+
+@pytest.mark.parametrize(
+    ("params", "prefix", "has_class"),
+    [
+        ({"class_embedding": (16,)}, 1, True),  # CLIP
+        ({f"cls_token{i}": (1, 1, 16) for i in range(1, 5)}, 1, True),  # CoaT, one per stage
+        ({"cls_token": (1, 1, 16), "register_tokens": (1, 4, 16)}, 5, True),
+        ({"reg_token": (4, 16)}, 4, False),
+    ],
+)
+def test_prefix_token_parameter_names(params, prefix, has_class):
+    from skfeat._declarations import collect_hints
+
+    hints = collect_hints(_Tokens(**params))
+    assert (hints.prefix_tokens, hints.class_token) == (prefix, has_class)
+
+
+def test_fixed_size_timm_token_models_have_known_token_layers():
+    coat = list_layers("timm:coat_lite_tiny", details=True)
+    block = coat["serial_blocks1.0"]
+    assert (block.shape, block.layout, block.prefix_tokens) == ((3137, 64), "tokens", 1)
+    tnt = list_layers("timm:tnt_s_patch16_224", details=True)["norm"]
+    assert (tnt.shape, tnt.layout, tnt.prefix_tokens, tnt.class_token) == (
+        (197, 384),
+        "tokens",
+        1,
+        True,
+    )
+
+
+@pytest.mark.slow
+def test_inception_v3_mixed_blocks_are_maps(random_images):
+    import torchvision
+
+    details = list_layers("inception_v3", details=True)
+    for name in ("Conv2d_4a_3x3", "Mixed_5b", "Mixed_5c", "Mixed_5d"):
+        assert details[name].layout == "map", name
+    assert details["Mixed_5b"].shape == (256, 35, 35)
+    featurizer = PretrainedCNNFeaturizer("inception_v3", weights=None, layer="Mixed_5b", n_jobs=1)
+    features = featurizer.fit_transform(random_images[:2])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # skfeat's random init
+        model = torchvision.models.inception_v3(weights=None, init_weights=True).eval()
+    config = featurizer.data_config_
+    batch = _by_hand(
+        random_images[:2], config.resize_size, 299, config.mean, config.std, config.interpolation
+    )
+    expected = _read(model, "Mixed_5b", batch).mean((2, 3))
+    np.testing.assert_allclose(features, expected.numpy(), atol=1e-4)
