@@ -26,9 +26,9 @@ from skfeat._pooling import PoolingSpec, list_poolings, pooled_width
 from skfeat._validation import did_you_mean, parameter_error
 from skfeat.exceptions import (
     InvalidParameterError,
+    ModelTraceError,
     SkfeatError,
     UnknownLayerError,
-    UnknownModelError,
 )
 
 __all__ = [
@@ -82,7 +82,7 @@ class LayerInfo:
     module: str
     layout: Layout
     reads_input: bool = False
-    element: int | str | None = None
+    element: Any = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,8 @@ def architecture(backend: Any, crop_size: int) -> Architecture:
 
 
 def _trace(backend: Any, crop_size: int) -> Architecture:
+    import torch
+
     error: Exception | None = None
     for device in ("meta", "cpu"):  # some custom ops have no meta kernel: then on CPU
         try:
@@ -139,8 +141,10 @@ def _trace(backend: Any, crop_size: int) -> Architecture:
         except SkfeatError:
             raise
         except Exception as failure:
+            if isinstance(failure, (torch.OutOfMemoryError, MemoryError)):
+                raise  # a resource, not the model: the caller's error to handle
             error = failure
-    raise UnknownModelError(
+    raise ModelTraceError(
         f"Could not run {backend.label!r} to find its layers: on a zero batch of shape "
         f"({_TRACE_BATCH}, 3, {crop_size}, {crop_size}) its forward pass raised "
         f"{type(error).__name__}: {str(error)[:300]}. skfeat feeds a model (N, 3, H, W) "
@@ -162,24 +166,24 @@ class _Pass:
     events: list[tuple[str, str]]  # ("out", layer) or ("in", linear), in forward order
     shapes: dict[str, tuple[int, ...]]  # key -> shape with the batch axis
     calls: dict[str, int]
-    elements: dict[str, int | str]  # "module[i]" -> i: one tensor of a tuple or dict output
+    elements: dict[str, Any]  # "module[i]" -> i: one tensor of a tuple or dict output
     refused: dict[str, str]  # module -> why its output is not readable
     heads: tuple[str, ...] | None = None  # linears whose outputs make the output, if known
     logits: str = ""  # why the output is not logits, or ""
     output_module: str = ""  # the nn.Identity whose output is the network's output
 
 
-def element_name(module: str, element: int | str) -> str:
+def element_name(module: str, element: Any) -> str:
     """The layer name of one tensor in a module's tuple or dict output: ``blocks.0[1]``."""
     return f"{module}[{element}]"
 
 
-def _tensor_elements(output: Any) -> list[tuple[int | str, Any]] | None:
+def _tensor_elements(output: Any) -> list[tuple[Any, Any]] | None:
     """The tensors of a tuple, list or mapping output by index or key; None otherwise."""
     import torch
 
     if isinstance(output, Mapping):
-        pairs: list[tuple[int | str, Any]] = [(str(k), v) for k, v in output.items()]
+        pairs: list[tuple[Any, Any]] = list(output.items())
     elif isinstance(output, (tuple, list)):
         pairs = list(enumerate(output))
     else:
@@ -217,7 +221,7 @@ def _record(module: Any, side: int, *, find_heads: bool = False) -> _Pass:
     events: list[tuple[str, str]] = []
     shapes: dict[str, tuple[int, ...]] = {}
     calls: dict[str, int] = {}
-    elements: dict[str, int | str] = {}
+    elements: dict[str, Any] = {}
     refused: dict[str, str] = {}
     linear_nodes: dict[Any, str] = {}  # autograd node of a linear's output -> its name
     identities: dict[int, tuple[str, Any]] = {}  # id(tensor) -> (nn.Identity, tensor)

@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as F
 from skfeat import PretrainedCNNFeaturizer, list_layers
 from skfeat._backends._recipe import resolve_preprocessing
 from skfeat._preprocess import IMAGENET_MEAN, IMAGENET_STD, DataConfig
-from skfeat.exceptions import InvalidParameterError, UnknownLayerError, UnknownModelError
+from skfeat.exceptions import InvalidParameterError, ModelTraceError, UnknownLayerError
 
 timm = pytest.importorskip("timm")
 
@@ -163,7 +163,7 @@ class _FixedSize(nn.Module):
 def test_module_of_another_input_size_gets_a_trace_error_then_works_when_told(random_images):
     module = _FixedSize().eval()
     with pytest.raises(
-        UnknownModelError,
+        ModelTraceError,
         match=r"Could not run 'module:_FixedSize' .* "
         r"\(2, 3, 224, 224\) .*RuntimeError.*preprocessing=\{'crop_size'",
     ):
