@@ -403,6 +403,8 @@ def trace_architecture(
 
 def _no_penultimate(reference: _Pass, heads: list[str], layers: dict[str, LayerInfo]) -> str:
     """Why a module has no ``"penultimate"``, and what to read instead."""
+    if reference.logits:
+        return f"{reference.logits}, so there is no classifier input; read a layer by name"
     if reference.heads is None:
         return (
             "the network's output carries no autograd graph (it ran without gradients), so "

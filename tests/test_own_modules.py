@@ -337,6 +337,18 @@ def test_tuple_outputs_are_listed_and_read_by_element(random_images):
         PretrainedCNNFeaturizer(model, layer="block").fit([0])
 
 
+def test_a_module_with_a_pretrained_cfg_gets_its_recipe(tiny_model):
+    tiny_model.pretrained_cfg = {
+        "input_size": (3, 40, 40),
+        "crop_pct": 1.0,
+        "interpolation": "bicubic",
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+    }
+    config = PretrainedCNNFeaturizer(tiny_model).fit([0]).data_config_
+    assert config == DataConfig(40, 40, "bicubic", (0.5,) * 3, (0.5,) * 3)
+
+
 def test_network_output_rule_tuple_first_dict_logits_else_refused(random_images):
     batch = _by_hand(random_images, 256, 224)
     model = _TupleBlocks("tuple").eval()
@@ -348,6 +360,8 @@ def test_network_output_rule_tuple_first_dict_logits_else_refused(random_images)
         r"'logits' entry \(keys: 'features'\)",
     ):
         PretrainedCNNFeaturizer(_TupleBlocks("no-logits"), layer="logits").fit([0])
+    with pytest.raises(UnknownLayerError, match=r"'penultimate' .* without a 'logits' entry"):
+        PretrainedCNNFeaturizer(_TupleBlocks("no-logits")).fit([0])
 
 
 @pytest.mark.slow
