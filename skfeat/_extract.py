@@ -231,15 +231,16 @@ def _record(module: Any, side: int, *, find_heads: bool = False) -> _Pass:
     def after(sub: Any, _inputs: Any, output: Any) -> None:
         name = names[id(sub)]
         calls[name] = calls.get(name, 0) + 1
+        is_tensor = isinstance(output, torch.Tensor)
+        if find_heads and is_tensor and isinstance(sub, torch.nn.Linear) and output.grad_fn:
+            linear_nodes[output.grad_fn] = name  # every call: a head used twice is seen
         if calls[name] > 1:
             return
-        if isinstance(output, torch.Tensor):
+        if is_tensor:
             events.append(("out", name))
             shapes[name] = tuple(output.shape)
             if isinstance(sub, torch.nn.Identity):
                 identities[id(output)] = (name, output)
-            if find_heads and isinstance(sub, torch.nn.Linear) and output.grad_fn is not None:
-                linear_nodes[output.grad_fn] = name
             return
         parts = _tensor_elements(output)
         if not parts:
@@ -378,10 +379,17 @@ def trace_architecture(
             layers[name] = info(name, name, order, module_name)
     classifier = None
     vector_heads = [n for n in heads if n in inputs and inputs[n].layout.kind == VECTOR]
+    repeated = [n for n in vector_heads if reference.calls[n] > 1]
     if penultimate_module is not None:
         if pre_logits is not None:
             layers[PENULTIMATE] = pre_logits
         classifier = vector_heads[0] if len(vector_heads) == 1 else None
+    elif repeated:
+        refused[PENULTIMATE] = (
+            f"the head {repeated[0]!r} runs {reference.calls[repeated[0]]} times per forward "
+            "pass and the output is made from all of them, so no one input is the embedding; "
+            "read a layer by name"
+        )
     elif len(vector_heads) == 1:
         classifier = vector_heads[0]
         layers[PENULTIMATE] = inputs[classifier]

@@ -279,6 +279,21 @@ def test_a_chain_of_linear_layers_has_the_last_ones_input_as_penultimate(random_
     np.testing.assert_allclose(features, expected.numpy(), atol=1e-4)
 
 
+def test_one_head_run_on_two_tokens_is_refused():
+    class TwoTokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 8, 16, stride=16)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            tokens = self.embed(x).flatten(2).transpose(1, 2)
+            return (self.head(tokens[:, 0]) + self.head(tokens[:, 1])) / 2
+
+    with pytest.raises(UnknownLayerError, match=r"the head 'head' runs 2 times per forward"):
+        PretrainedCNNFeaturizer(TwoTokens()).fit([0])
+
+
 def test_frozen_parameters_do_not_hide_the_head(tiny_model):
     for parameter in tiny_model.parameters():
         parameter.requires_grad_(False)
