@@ -255,6 +255,21 @@ def test_crossvit_module_list_of_heads_is_read_as_timm_does(random_images):
         PretrainedCNNFeaturizer(_Wrapper(model)).fit([0])
 
 
+@pytest.mark.slow
+def test_a_timm_convolutional_classifier_gives_timms_logits(random_images):
+    featurizer = PretrainedCNNFeaturizer("timm:dla34", weights=None, layer="logits", n_jobs=1)
+    features = featurizer.fit_transform(random_images[:2])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # skfeat's random init
+        model = timm.create_model("dla34", pretrained=False).eval()
+    config = featurizer.data_config_
+    batch = _by_hand(
+        random_images[:2], config.resize_size, 224, config.mean, config.std, config.interpolation
+    )
+    with torch.no_grad():
+        np.testing.assert_allclose(features, model(batch).numpy(), atol=1e-4)
+
+
 class _Chain(nn.Module):
     """A VGG-like classifier: three linear layers in a chain, the last one the head."""
 

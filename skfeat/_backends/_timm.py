@@ -281,6 +281,8 @@ def with_pre_logits(model: Any) -> Any:
         features = self.forward_features(x)
         embedding = getattr(self, PRE_LOGITS)(self.forward_head(features, pre_logits=True))
         classifier = self.get_classifier()
+        if isinstance(classifier, nn.Conv2d):  # a 1x1 convolution on the pooled map (DLA)
+            return classifier(embedding[:, :, None, None]).flatten(1)
         if isinstance(classifier, nn.Module) and not isinstance(
             classifier, (nn.ModuleList, nn.ModuleDict)
         ):
