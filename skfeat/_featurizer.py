@@ -17,7 +17,6 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from skfeat._backends._recipe import check_preprocessing
 from skfeat._inputs import DECODERS, as_items, decode_warning, input_column_name, with_on_error_hint
 from skfeat._pooling import resolve_pooling
 from skfeat._runtime._precision import PRECISIONS
@@ -242,6 +241,8 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             raise self._param_error(
                 "weights", "'DEFAULT', a weights tag, a path to a state_dict, or None"
             )
+        from skfeat._backends._recipe import check_preprocessing
+
         check_preprocessing(self.preprocessing, owner)
         layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
         if not layers or not all(isinstance(name, str) and name for name in layers):
