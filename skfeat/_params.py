@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from skfeat._backends._recipe import PREPROCESSING_EXPECTED
 from skfeat._blocks import INTERMEDIATE_NORMS
 from skfeat._inputs import DECODERS
 from skfeat._pooling import POOLINGS, pooling_synonyms
@@ -180,9 +181,7 @@ PARAMETERS: dict[str, Param] = {
     "weights": Param(
         accepts=_is_weights, expected="'DEFAULT', a weights tag, a path to a state_dict, or None"
     ),
-    "preprocessing": Param(
-        accepts=_is_preprocessing, expected="None, a dict of DataConfig fields or a DataConfig"
-    ),
+    "preprocessing": Param(accepts=_is_preprocessing, expected=PREPROCESSING_EXPECTED),
     "layer": Param(
         accepts=_is_layer,
         expected="a layer name (str) or a non-empty list of names",

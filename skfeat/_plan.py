@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from skfeat._backends._recipe import resolve_preprocessing
 from skfeat._blocks import children, final_norm, token_blocks, token_layers, trunk_output
 from skfeat._extract import PENULTIMATE, Architecture, LayerInfo, architecture, find_layer
 from skfeat._layouts import MAP, MAP_LAST, TOKENS
@@ -111,6 +112,7 @@ def build_plan(
     *,
     caching: bool,
     intermediate_norm: str = "final",
+    preprocessing: Any = None,
 ) -> RunPlan:
     """Resolve layer names, their poolings and the norm policy against the traced backbone.
 
@@ -118,6 +120,8 @@ def build_plan(
     indices (``"blocks.-1"``) are resolved to the real names here, once. With
     ``intermediate_norm="final"`` every transformer block read (and stored for the
     cache) gets the model's final norm (:mod:`skfeat._blocks`).
+
+    ``preprocessing`` (the estimator's parameter) replaces the source's recipe.
 
     Raises
     ------
@@ -127,7 +131,7 @@ def build_plan(
         When a pooling does not apply to a layer, saying why; when two names are
         the same layer.
     """
-    config = backend.data_config()
+    config = resolve_preprocessing(preprocessing, backend.data_config, "PretrainedCNNFeaturizer")
     traced = architecture(backend, config.crop_size)
     infos = [find_layer(traced, name, backend.label) for name in layers]
     _check_distinct(layers, infos)

@@ -9,6 +9,7 @@ from the builtin that ``except`` clauses already catch::
     ├── InvalidInputError(SkfeatError, ValueError)       X is not a sequence of images
     ├── UnknownModelError(SkfeatError, ValueError)       no such backbone
     ├── UnknownLayerError(SkfeatError, ValueError)       no such layer in the backbone
+    ├── ModelTraceError(SkfeatError, RuntimeError)       the backbone fails on an image batch
     ├── ImageDecodeError(SkfeatError, OSError)           one image could not be read
     ├── WeightsUnavailableError(SkfeatError, OSError)    weights cannot be loaded or downloaded
     └── MissingDependencyError(SkfeatError, ImportError) an optional extra is not installed
@@ -35,6 +36,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidParameterError",
     "MissingDependencyError",
+    "ModelTraceError",
     "SkfeatError",
     "SkfeatWarning",
     "UnknownLayerError",
@@ -98,6 +100,21 @@ class UnknownLayerError(SkfeatError, ValueError):
     --------
     >>> from skfeat.exceptions import UnknownLayerError
     >>> issubclass(UnknownLayerError, ValueError)
+    True
+    """
+
+
+class ModelTraceError(SkfeatError, RuntimeError):
+    """The backbone's forward pass fails on a batch of images as skfeat feeds them.
+
+    Raised in ``fit`` (and by :func:`skfeat.list_layers`), where the network runs once
+    on zeros to find its layers; the message names the model and the error it raised,
+    and says how to give another input size or wrap a model that takes other inputs.
+
+    Examples
+    --------
+    >>> from skfeat.exceptions import ModelTraceError
+    >>> issubclass(ModelTraceError, RuntimeError)
     True
     """
 

@@ -23,7 +23,7 @@ from skfeat._backends._module import ModuleBackend
 from skfeat._backends._timm import LiteBackend, TimmBackend, list_timm_models
 from skfeat._backends._torchvision import TorchvisionBackend, list_torchvision_models
 from skfeat._validation import check_choice, did_you_mean
-from skfeat.exceptions import InvalidParameterError, UnknownModelError
+from skfeat.exceptions import UnknownModelError
 
 __all__ = ["Backend", "list_models", "resolve_backend"]
 
@@ -96,11 +96,6 @@ def resolve_backend(model: Any, weights: Any, preprocessing: Any = None) -> Any:
     file_format = model_file_format(model)
     if file_format is not None:
         return GraphFileBackend.resolve(model, file_format, weights, preprocessing)
-    if preprocessing is not None:
-        raise InvalidParameterError(
-            f"preprocessing= is used with model files only, but model={model!r}: its "
-            "weights bring their own recipe. Leave preprocessing=None."
-        )
     if is_weights_path(weights):
         require_file(weights)  # fail in fit, not after the first batch is decoded
     if is_keras_object(model):

@@ -53,29 +53,29 @@ def model_file_format(model: Any) -> str | None:
 
 
 def _as_data_config(preprocessing: Any, path: str) -> DataConfig:
-    if isinstance(preprocessing, DataConfig):
-        return preprocessing
-    if preprocessing is None:
+    from skfeat._backends._recipe import resolve_preprocessing
+
+    def no_recipe_of_its_own() -> DataConfig:
         raise InvalidParameterError(
             f"model={path!r} is a model file, which does not say how its images were "
             "prepared. Pass preprocessing={'resize_size': 256, 'crop_size': 224, 'mean': "
             "(0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225)} with the values the model "
-            "was trained with."
+            "was trained with (or a timm data config with input_size and crop_pct)."
         )
-    if not isinstance(preprocessing, Mapping):
-        raise InvalidParameterError(
-            f"preprocessing must be a dict of DataConfig fields (resize_size, crop_size, "
-            f"interpolation, mean, std, crop_mode, channel_order), got "
-            f"{type(preprocessing).__name__}."
-        )
-    try:
-        return DataConfig(**preprocessing)
-    except (TypeError, ValueError) as error:
-        raise InvalidParameterError(
-            f"preprocessing={dict(preprocessing)!r} is not a valid recipe: {error} Give "
-            "resize_size and crop_size (ints), and optionally interpolation, mean, std, "
-            "crop_mode and channel_order."
-        ) from error
+
+    if preprocessing is None:
+        return no_recipe_of_its_own()
+    sized = isinstance(preprocessing, DataConfig) or (
+        isinstance(preprocessing, Mapping)
+        and ({"resize_size", "crop_size"} <= set(preprocessing) or "input_size" in preprocessing)
+    )
+    # Keys left out take DataConfig's defaults (bilinear, ImageNet mean and std, RGB);
+    # the sizes have no default for a file.
+    return resolve_preprocessing(
+        preprocessing,
+        (lambda: DataConfig(256, 224)) if sized else no_recipe_of_its_own,
+        "PretrainedCNNFeaturizer",
+    )
 
 
 class GraphFileBackend:

@@ -31,6 +31,7 @@ __all__ = [
     "PRE_LOGITS",
     "LiteBackend",
     "TimmBackend",
+    "is_timm_model",
     "list_timm_models",
     "timm_data_config",
     "with_pre_logits",
@@ -189,7 +190,8 @@ def timm_data_config(config: Mapping[str, Any], origin: str) -> DataConfig:
         raise UnknownModelError(
             f"The preprocessing of {origin} (input_size={tuple(config['input_size'])!r}, "
             f"crop_mode={crop_mode!r}) is not supported: skfeat feeds square crops, resized "
-            "with crop_mode 'center' or 'squash'."
+            "with crop_mode 'center' or 'squash'. Choose a square recipe with "
+            "preprocessing=."
         )
     interpolation = config.get("interpolation", "bilinear")
     if interpolation not in ("bilinear", "bicubic", "nearest"):
@@ -254,6 +256,23 @@ class LiteBackend(TimmBackend):
         return DataConfig(256, 224, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
+def is_timm_model(module: Any) -> bool:
+    """Whether ``module`` is a timm model whose forward pass is timm's own.
+
+    Then its pre-logits are read as for ``"timm:"`` names. A subclass or instance
+    that replaces ``forward`` is not: skfeat would not run what the user wrote.
+    """
+    forward = getattr(type(module), "forward", None)
+    return (
+        "forward" not in vars(module)
+        and getattr(forward, "__module__", "").startswith("timm.")
+        and all(
+            callable(getattr(module, name, None))
+            for name in ("forward_features", "forward_head", "get_classifier")
+        )
+    )
+
+
 def with_pre_logits(model: Any) -> Any:
     """Give a timm model a module whose output is its pre-logits: ``"penultimate"``.
 
@@ -277,9 +296,14 @@ def with_pre_logits(model: Any) -> Any:
         features = self.forward_features(x)
         embedding = getattr(self, PRE_LOGITS)(self.forward_head(features, pre_logits=True))
         classifier = self.get_classifier()
-        if isinstance(classifier, nn.Module):
+        if isinstance(classifier, nn.Conv2d):  # a 1x1 convolution on the pooled map (DLA)
+            return classifier(embedding[:, :, None, None]).flatten(1)
+        if isinstance(classifier, nn.Module) and not isinstance(
+            classifier, (nn.ModuleList, nn.ModuleDict)
+        ):
             return classifier(embedding)
-        return self.forward_head(features)  # several heads (distilled DeiT): timm's own
+        # Several heads (distilled DeiT's pair, CrossViT's ModuleList): timm's own.
+        return self.forward_head(features)
 
     model.forward = types.MethodType(forward, model)
     return model

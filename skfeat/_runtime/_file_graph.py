@@ -291,12 +291,11 @@ def read_architecture(backend: Any, crop_size: int) -> Architecture:
         for order, name in enumerate(tensors)
         if name in reference
     }
-    absent = {}
+    refused = {}
     if len(graph.outputs) != 1:
-        absent[LOGITS] = absent[PENULTIMATE] = (
-            f"The graph of {label!r} has {len(graph.outputs)} outputs ({graph.outputs}), so "
-            "'logits' and 'penultimate' do not name one tensor. Read an output by its name "
-            f"as layer= (see skfeat.list_layers({label!r}))."
+        refused[LOGITS] = refused[PENULTIMATE] = (
+            f"the graph has {len(graph.outputs)} outputs ({graph.outputs}), so 'logits' and "
+            "'penultimate' do not name one tensor; read an output by its name as layer="
         )
     else:
         layers[LOGITS] = info(LOGITS, _LOGITS_KEY, len(tensors) + 1, graph.outputs[0])
@@ -306,8 +305,8 @@ def read_architecture(backend: Any, crop_size: int) -> Architecture:
             module = _name(heads[0]) or ""
             layers[PENULTIMATE] = info(PENULTIMATE, _PENULTIMATE_KEY, len(tensors), module, True)
         else:
-            absent[PENULTIMATE] = why
-    return Architecture(layers=layers, absent=absent)
+            refused[PENULTIMATE] = why
+    return Architecture(layers=layers, refused=refused)
 
 
 def _why_no_penultimate(
@@ -315,25 +314,23 @@ def _why_no_penultimate(
 ) -> str | None:
     if not heads:
         return (
-            f"The graph of {label!r} has no linear layer (MatMul) before its output, so it "
-            "has no 'penultimate'. Read its output with layer='logits' (an embedding model's "
-            f"output is its embedding), or a tensor by name (see skfeat.list_layers({label!r}))."
+            "the graph has no linear layer (MatMul) before its output, so it has no "
+            "'penultimate'; read its output with layer='logits' (an embedding model's output "
+            "is its embedding), or a tensor by name"
         )
     if len(heads) > 1:
         names = [
             _name(head) or f"the output of {head.get_node().get_friendly_name()}" for head in heads
         ]
         return (
-            f"'penultimate' is ambiguous in {label!r}: its output is computed by "
-            f"{len(heads)} linear layers (MatMul), reading {names}. Pass the one you mean "
-            f"by name as layer= (see skfeat.list_layers({label!r}))."
+            f"'penultimate' is ambiguous, as the output is computed by {len(heads)} linear "
+            f"layers (MatMul), reading {names}; pass the one you mean by name as layer="
         )
     if layout is None or layout.kind != VECTOR:
         shape = reference.get(_PENULTIMATE_KEY, ("?",))[1:]
         return (
-            f"The last linear layer (MatMul) of {label!r} reads {shape} per image, not a "
-            "vector, so it is not a classifier over an embedding. Read a tensor by name "
-            f"(see skfeat.list_layers({label!r}))."
+            f"the last linear layer (MatMul) reads {shape} per image, not a vector, so it "
+            "is not a classifier over an embedding; read a tensor by name"
         )
     return None
 
