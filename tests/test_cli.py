@@ -412,6 +412,51 @@ def test_resume_npy_and_csv_after_a_failed_chunk(capsys, image_folder, suffix):
     assert out.read_bytes() == reference.read_bytes()
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".npy", ".csv"])
+def test_resume_on_a_finished_run_says_it_is_complete(capsys, image_folder, suffix):
+    """Also when the run was stopped after removing state.json, before its empty folder."""
+    root, _ = image_folder
+    args = [*MODEL_ARGS, "-q", "--chunk-size", 10]
+    out = root.parent / f"done{suffix}"
+    assert run_main(capsys, "extract", root, "-o", out, *args)[0] == 0
+    written = out.read_bytes()
+    partial = root.parent / f"done{suffix}.partial"
+    for left_behind in (False, True):
+        if left_behind:
+            partial.mkdir()
+        status, _, err = run_main(capsys, "extract", root, "-o", out, *args, "--resume")
+        assert status == 0, err
+        assert f"{str(out)!r} is complete already: {N_IMAGES} rows x 1024 features" in err
+        assert "Nothing to resume." in err
+        assert out.read_bytes() == written
+        assert not partial.exists()
+
+
+def test_resume_on_another_runs_output_is_refused(capsys, image_folder):
+    root, paths = image_folder
+    args = [*MODEL_ARGS, "-q"]
+    out = root.parent / "other.parquet"
+    assert run_main(capsys, "extract", root, "-o", out, *args)[0] == 0
+    Path(paths[0]).unlink()
+    status, _, err = run_main(capsys, "extract", root, "-o", out, *args, "--resume")
+    assert status == 1
+    assert_one_line_error(err, f"but it is not this run's output: it holds {N_IMAGES} rows of")
+    status, _, err = run_main(capsys, "extract", root, "-o", out, *args, "--layer", "features.3")
+    assert status == 1  # without --resume, as before
+    assert_one_line_error(err, "exists already; pass --overwrite")
+
+
+def test_an_empty_partial_folder_without_output_resumes_as_a_fresh_run(capsys, image_folder):
+    root, paths = image_folder
+    args = [*MODEL_ARGS, "-q", "--chunk-size", 10]
+    out = root.parent / "fresh.npy"
+    (root.parent / "fresh.npy.partial").mkdir()  # stopped as it began
+    status, _, err = run_main(capsys, "extract", root, "-o", out, *args, "--resume")
+    assert status == 0, err
+    assert "Nothing to resume; starting from the beginning." in err
+    np.testing.assert_allclose(np.load(out), expected_features(paths), atol=1e-6)
+
+
 # -- layers, models --------------------------------------------------------------------------
 
 

@@ -18,8 +18,9 @@ machine (figures in ``docs/benchmarks.md``):
   it (:mod:`skfeat._runtime._registry`; module names and hooks are kept);
 * reduced precision only where :mod:`skfeat._runtime._precision` says it is fast and
   faithful;
-* with ``runtime="openvino"``, the forward pass and the poolings run as one OpenVINO
-  graph, checked against PyTorch before use (:mod:`skfeat._runtime._openvino`);
+* with ``runtime="openvino"``, the forward pass runs as one OpenVINO graph per
+  backbone, checked against PyTorch before use, and the poolings with torch after it
+  (:mod:`skfeat._runtime._openvino`);
 * on out-of-memory the batch is halved and retried, rows are neither lost nor
   repeated, and the working size is remembered for the process.
 """
@@ -245,7 +246,7 @@ class _Run:
         device = self.prepared.device
         batch = stack_images(images)  # channels-last uint8
         if self.graph is not None:
-            return self.graph.run(batch)
+            return self.graph.run(batch, self.plan.reads)
         if device.type == "cuda":
             # Pinned host memory lets the copy run asynchronously with the host.
             batch = batch.pin_memory().to(device, non_blocking=True)
