@@ -12,6 +12,7 @@ from skfeat._backends._base import Backend, is_weights_path, require_file
 from skfeat._backends._module import ModuleBackend
 from skfeat._backends._timm import LiteBackend, TimmBackend, list_timm_models
 from skfeat._backends._torchvision import TorchvisionBackend, list_torchvision_models
+from skfeat._optional import import_torchvision
 from skfeat._validation import check_choice, did_you_mean
 from skfeat.exceptions import UnknownModelError
 
@@ -66,6 +67,7 @@ def resolve_backend(model: Any, weights: Any) -> Backend:
 
     Raises :class:`UnknownModelError` for a name no source knows, with close matches.
     """
+    import_torchvision()  # every source's preprocessing runs on it: a broken build fails here
     if is_weights_path(weights):
         require_file(weights)  # fail in fit, not after the first batch is decoded
     if not isinstance(model, str):
