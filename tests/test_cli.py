@@ -147,6 +147,23 @@ def test_help_has_options_and_examples(capsys, command, expected):
         assert text in out
 
 
+def test_info_shows_versions_and_what_auto_chooses(capsys):
+    import torch
+
+    from skfeat import PretrainedCNNFeaturizer
+
+    status, out, _ = run_main(capsys, "info", "--model", "resnet18", "--weights", "none")
+    assert status == 0
+    assert f"  torch{' ' * 30}{torch.__version__.split('+')[0]}" in out
+    expected = PretrainedCNNFeaturizer("resnet18", weights=None).fit(["a.png"]).run_settings_
+    lines = out.split("What the \"auto\" parameters choose here for model='resnet18':\n")[1]
+    shown = dict(line.split(None, 1) for line in lines.split("\n\n")[0].splitlines())
+    assert shown == {name: str(value) for name, value in expected.items()}
+    status, out, _ = run_main(capsys, "info", "--model", "resnet18", "--device", "cuda:99")
+    assert status == 0  # a setting that cannot be had here is shown, with why
+    assert "cannot tell: SkfeatError: device='cuda:99' was requested" in out
+
+
 def test_help_console_script():
     result = run_cli("--help")
     assert result.returncode == 0, result.stderr

@@ -489,3 +489,22 @@ def test_cuda_auto_batch_and_autocast(jpeg_files):
     assert b.dtype == np.float32 and not np.array_equal(a, b)
     cosine = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.99
+
+
+def test_run_settings_show_what_auto_chose(tiny_model, random_images):
+    featurizer = PretrainedCNNFeaturizer(tiny_model, layer="stage1", n_jobs=1, batch_size="auto")
+    featurizer.fit(random_images)
+    device = run_settings.resolve_device("auto", "torch")
+    expected = {
+        "device": str(device),
+        "precision": resolve_precision("auto", device, "module:TinyNet"),
+        "runtime": "torch",  # a bare install: conftest hides OpenVINO
+        "decoder": "pil",
+        "batch_size": run_settings.resolve_batch_size("auto", device, 224),
+        "n_threads": 1,
+    }
+    assert featurizer.run_settings_ == expected
+    featurizer.transform(random_images)
+    assert featurizer.run_settings_ == expected
+    cpu = PretrainedCNNFeaturizer(tiny_model, layer="stage1", device="cpu", batch_size=3)
+    assert cpu.fit(random_images).run_settings_["batch_size"] == 3
