@@ -463,6 +463,20 @@ def test_resume_on_another_runs_output_is_refused(capsys, image_folder):
     assert_one_line_error(err, "exists already; pass --overwrite")
 
 
+def test_one_progress_bar_for_all_chunks(capsys, image_folder, monkeypatch):
+    from skfeat import _progress
+
+    root, _ = image_folder
+    bars = []
+    make_bar = _progress._tqdm
+    monkeypatch.setattr(_progress, "_tqdm", lambda **o: bars.append(make_bar(**o)) or bars[-1])
+    out = root.parent / "progress.npy"
+    status, _, err = run_main(capsys, "extract", root, "-o", out, *MODEL_ARGS, "--chunk-size", 6)
+    assert status == 0, err
+    assert len(bars) == 1 and bars[0].total == bars[0].n == N_IMAGES
+    assert "Chunk 4/4: images 19-23 of 23" in err
+
+
 def test_an_empty_partial_folder_without_output_resumes_as_a_fresh_run(capsys, image_folder):
     root, paths = image_folder
     args = [*MODEL_ARGS, "-q", "--chunk-size", 10]

@@ -448,17 +448,24 @@ def test_draft_decode_is_faithful_with_real_weights(sample_photos):
 # -- progress bar ------------------------------------------------------------------------------
 
 
+def _recorded_bars(monkeypatch):
+    from skfeat import _progress
+
+    bars = []
+    make_bar = _progress._tqdm
+
+    def recording_bar(**options):
+        bars.append(make_bar(**options))
+        return bars[-1]
+
+    monkeypatch.setattr(_progress, "_tqdm", recording_bar)
+    return bars
+
+
 def test_progress_bar_counts_images_per_second_and_closes_on_errors(
     monkeypatch, tiny_model, random_images, capsys
 ):
-    bars = []
-    make_bar = engine._progress_bar
-
-    def recording_bar(total, progress):
-        bars.append(make_bar(total, progress))
-        return bars[-1]
-
-    monkeypatch.setattr(engine, "_progress_bar", recording_bar)
+    bars = _recorded_bars(monkeypatch)
     _featurizer(tiny_model, progress=True, batch_size=3).fit_transform(random_images)
     assert bars[0].n == len(random_images) and bars[0].unit == "img"
     assert "img/s" in capsys.readouterr().err
@@ -467,6 +474,20 @@ def test_progress_bar_counts_images_per_second_and_closes_on_errors(
     with pytest.raises(OSError, match=r"image 4 \('/no/such/image.jpg'\)"):
         _featurizer(tiny_model, progress=True, batch_size=3).fit_transform(items)
     assert bars[1].disable and bars[1].n == 3  # closed after the first batch, not leaked
+
+
+def test_transforms_in_a_job_advance_its_one_bar(monkeypatch, tiny_model, random_images):
+    from skfeat._progress import job_bar
+
+    bars = _recorded_bars(monkeypatch)
+    featurizer = _featurizer(tiny_model, progress=True, batch_size=2).fit(random_images)
+    with job_bar(3 * len(random_images), done=len(random_images)) as bar:
+        featurizer.transform(random_images)
+        featurizer.transform(random_images)
+    assert bars == [bar]  # no bar of their own
+    assert bar.n == bar.total == 3 * len(random_images) and bar.disable
+    featurizer.transform(random_images)  # after the job: its own bar again
+    assert len(bars) == 2 and bars[1].total == len(random_images)
 
 
 # -- CUDA (skipped without a GPU) ------------------------------------------------------------

@@ -38,6 +38,7 @@ from skfeat._cli._writers import (
     out_of_space_errno,
     paths_file_for,
 )
+from skfeat._progress import job_bar, write
 
 __all__ = ["ExtractOptions", "ExtractReport", "check_output", "run_extract", "workdir_for"]
 
@@ -442,31 +443,39 @@ def run_extract(paths: list[str], output: Path, options: ExtractOptions) -> Extr
     on_error = featurizer.get_params()["on_error"]
     started = time.perf_counter()
     done_images = 0
-    for index in range(resumed, n_chunks):
-        start = starts[index]
-        stop = min(start + options.chunk_size, n_images)
-        if n_chunks > 1:
-            note(f"Chunk {index + 1}/{n_chunks}: images {start + 1}-{stop} of {n_images}")
-        try:
-            with warnings.catch_warnings():
-                # Failed images are reported once, at the end, with their paths.
-                warnings.simplefilter("ignore", _decode_warning())
-                features = featurizer.transform(paths[start:stop])
-        except BaseException as error:
-            if index > 0:
-                note(f"{index} of {n_chunks} chunks are saved; rerun with --resume to continue.")
-            wrapped = _in_chunk(error, start, stop) if isinstance(error, Exception) else error
-            if wrapped is error:
-                raise
-            raise wrapped from error
-        failed = (_failed_rows(features, on_error) + start).tolist()
-        with out_of_space_is_one_error():
-            extra = writer.write(index, start, features)
-            state.update(extra)
-            state["failed"] = [*state["failed"], *failed]
-            state["chunks_done"] = index + 1
-            _save_state(workdir, state)
-        done_images += stop - start
+    done_before = min(resumed * options.chunk_size, n_images)
+    # One bar for the whole run: the chunks' transforms advance it, and its rate and
+    # time left are the run's, not the chunk's.
+    with job_bar(n_images, done_before, enabled=featurizer.get_params()["progress"]) as bar:
+        for index in range(resumed, n_chunks):
+            start = starts[index]
+            stop = min(start + options.chunk_size, n_images)
+            if n_chunks > 1:
+                write(f"Chunk {index + 1}/{n_chunks}: images {start + 1}-{stop} of {n_images}")
+            try:
+                with warnings.catch_warnings():
+                    # Failed images are reported once, at the end, with their paths.
+                    warnings.simplefilter("ignore", _decode_warning())
+                    features = featurizer.transform(paths[start:stop])
+            except BaseException as error:
+                if index > 0:
+                    write(
+                        f"{index} of {n_chunks} chunks are saved; rerun with --resume to continue."
+                    )
+                wrapped = _in_chunk(error, start, stop) if isinstance(error, Exception) else error
+                if wrapped is error:
+                    raise
+                raise wrapped from error
+            failed = (_failed_rows(features, on_error) + start).tolist()
+            with out_of_space_is_one_error():
+                extra = writer.write(index, start, features)
+                state.update(extra)
+                state["failed"] = [*state["failed"], *failed]
+                state["chunks_done"] = index + 1
+                _save_state(workdir, state)
+            done_images += stop - start
+            if bar is not None:
+                bar.update(stop - bar.n)  # images a cache served did not pass the engine
     elapsed = time.perf_counter() - started
 
     with out_of_space_is_one_error():

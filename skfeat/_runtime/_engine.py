@@ -47,6 +47,7 @@ from skfeat._preprocess import (
     resize_and_crop,
     stack_images,
 )
+from skfeat._progress import transform_bar
 from skfeat._runtime._precision import autocast_dtype
 from skfeat._runtime._registry import PreparedModel, get_model, tune
 from skfeat._runtime._settings import RunSettings
@@ -155,12 +156,14 @@ def featurize(
     min_side = draft_min_side(config)
     labels = range(n_images) if positions is None else positions
     failures: list[Failure] = []
-    bar = _progress_bar(n_images, settings.progress)
-    with ThreadPoolExecutor(
-        max_workers=settings.n_threads,
-        thread_name_prefix="skfeat-decode",
-        initializer=limit_to_one_thread,
-    ) as pool:
+    with (
+        transform_bar(n_images, settings.progress) as bar,
+        ThreadPoolExecutor(
+            max_workers=settings.n_threads,
+            thread_name_prefix="skfeat-decode",
+            initializer=limit_to_one_thread,
+        ) as pool,
+    ):
         pending: deque[tuple[int, list[Future[Any]]]] = deque()
         starts = iter(range(0, n_images, size))
 
@@ -204,9 +207,6 @@ def featurize(
                 for future in futures:
                     future.cancel()
             raise
-        finally:
-            if bar is not None:
-                bar.close()
     return output, failures
 
 
@@ -279,11 +279,3 @@ def _release_cached_memory(device: Any) -> None:
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _progress_bar(total: int, progress: bool) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="img", desc="skfeat", smoothing=0.1)
