@@ -136,6 +136,7 @@ def test_version_console_script():
         ),
         (["layers"], ["--depth", "skfeat layers resnet50", "examples:"]),
         (["models"], ["--all", "examples:"]),
+        (["info"], ["--model", "--device", "skfeat info --model resnet50", "examples:"]),
     ],
 )
 def test_help_has_options_and_examples(capsys, command, expected):

@@ -89,6 +89,12 @@ examples:
   skfeat models --all | grep resnet
 """
 
+_INFO_EPILOG = """\
+examples:
+  skfeat info
+  skfeat info --model resnet50 --device cpu
+"""
+
 
 _CHECK_EPILOG = """\
 examples:
@@ -335,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='versions, and what the "auto" settings choose on this machine',
         description="Print the versions of skfeat and its dependencies, and the device,\n"
         'precision, runtime, decoder, batch size and threads that "auto" chooses here.',
+        epilog=_INFO_EPILOG,
         formatter_class=_Formatter,
     )
     info.add_argument("--model", default="efficientnet_lite0", help="a model name")

@@ -283,7 +283,7 @@ def _build(
     # Only named backbones: a user's module may change its code under the same weights.
     entry = None if plan.backend.owner is not None else _graph_store.entry_for(plan, layers)
     converted = _graph_store.read(ov, core, entry) if entry is not None else None
-    if converted is not None:
+    if entry is not None and converted is not None:
         try:
             fp32 = _compile(core, converted, "fp32", threads)
             _check(Graph(fp32, layers).run(probe, _raw_reads(layers)), expected)
