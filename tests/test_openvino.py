@@ -361,7 +361,7 @@ def test_a_stored_graph_that_does_not_match_torch_is_converted_anew(monkeypatch)
         graph = _openvino.graph_for(prepared, plan, "fp32", fallback=False)
     assert dict(_openvino.EVENTS) == {"converted": 1}
     assert graph.names == {"layer1"}
-    assert _openvino._graph_store.read(openvino, openvino.Core(), entry) is not None
+    assert _openvino._graph_store.read(openvino.Core(), entry) is not None
 
 
 def test_runtime_is_checked_with_a_did_you_mean():

@@ -79,7 +79,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read(ov: ModuleType, core: Any, entry: Path) -> Any:
+def read(core: Any, entry: Path) -> Any:
     """The stored ``openvino.Model`` of ``entry``; None when absent or damaged (then removed)."""
     manifest = entry / _MANIFEST
     if not manifest.exists():

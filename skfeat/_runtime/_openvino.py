@@ -282,7 +282,7 @@ def _build(
     core = ov.Core()
     # Only named backbones: a user's module may change its code under the same weights.
     entry = None if plan.backend.owner is not None else _graph_store.entry_for(plan, layers)
-    converted = _graph_store.read(ov, core, entry) if entry is not None else None
+    converted = _graph_store.read(core, entry) if entry is not None else None
     if entry is not None and converted is not None:
         try:
             fp32 = _compile(core, converted, "fp32", threads)
