@@ -139,7 +139,7 @@ def _write_cli_help(app) -> None:
             os.environ["COLUMNS"] = columns
 
 
-CLI_COMMANDS = ["", "demo", "extract", "layers", "models", "check"]
+CLI_COMMANDS = ["", "demo", "extract", "layers", "models", "check", "info"]
 
 
 def setup(app):

@@ -10,6 +10,7 @@ imported only inside methods, so building, cloning and pickling stays cheap.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from skfeat._params import check_params, run_params
 from skfeat._pooling import resolve_pooling
 from skfeat._validation import parameter_error
 from skfeat._warnings import warn_at_caller
-from skfeat.exceptions import ImageDecodeError, InvalidInputError
+from skfeat.exceptions import ImageDecodeError, InvalidInputError, SkfeatError
 
 __all__ = ["PretrainedCNNFeaturizer"]
 
@@ -178,6 +179,12 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         The preprocessing recipe: resize, crop, interpolation, mean and std.
     n_features_out_ : int
         Number of output columns.
+    run_settings_ : dict
+        What the ``"auto"`` parameters chose: ``device``, ``precision``, ``runtime``,
+        ``decoder``, ``batch_size`` and ``n_threads`` (decode threads). Set by ``fit``
+        as this machine resolves them, and by each ``transform`` as it ran, for
+        example ``runtime="torch"`` where ``"auto"`` found OpenVINO but the backbone
+        did not convert.
 
     See Also
     --------
@@ -337,6 +344,12 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
         }
         self.data_config_ = plan.data_config
         self.n_features_out_ = plan.n_features
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # transform warns, where the choice takes effect
+            try:
+                self.run_settings_ = _chosen(self._resolve_settings())
+            except SkfeatError:  # e.g. device="cuda" fitted on a host without it: transform
+                pass  # resolves again where it runs, and raises there if it must
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -381,12 +394,29 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def _featurize(self, items: list[Any]) -> tuple[np.ndarray, list[Any]]:
         """Resolve this call's settings once; run the plan, through the cache if any."""
-        from skfeat._backends._file import runtime_for
         from skfeat._cache import resolve_cache
-        from skfeat._runtime import featurize, resolve_settings
+        from skfeat._runtime import featurize
 
         plan = self._plan
-        settings = resolve_settings(
+        settings = self._resolve_settings()
+        if settings.runtime == "openvino":  # "auto" may fall back to torch for this backbone
+            from skfeat._runtime._openvino import settle_runtime
+
+            settings = settle_runtime(plan, settings)
+        self.run_settings_ = _chosen(settings)
+        cache = resolve_cache(self.cache)
+        if cache is None or not plan.cacheable:
+            return featurize(plan, items, settings)
+        from skfeat._cache._cached import featurize_cached
+
+        return featurize_cached(plan, items, settings, cache)
+
+    def _resolve_settings(self) -> Any:
+        from skfeat._backends._file import runtime_for
+        from skfeat._runtime import resolve_settings
+
+        plan = self._plan
+        return resolve_settings(
             model_label=plan.backend.label,
             crop_size=plan.data_config.crop_size,
             **{
@@ -394,12 +424,6 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
                 "runtime": runtime_for(plan.backend, self.runtime),
             },
         )
-        cache = resolve_cache(self.cache)
-        if cache is None or not plan.cacheable:
-            return featurize(plan, items, settings)
-        from skfeat._cache._cached import featurize_cached
-
-        return featurize_cached(plan, items, settings, cache)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Get the names of the output columns: layer, pooling and channel.
@@ -427,3 +451,15 @@ class PretrainedCNNFeaturizer(TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "n_features_out_")
+
+
+def _chosen(settings: Any) -> dict[str, Any]:
+    """The resolved run settings, as :attr:`PretrainedCNNFeaturizer.run_settings_` shows them."""
+    return {
+        "device": str(settings.device),
+        "precision": settings.precision,
+        "runtime": settings.runtime,
+        "decoder": settings.decoder,
+        "batch_size": settings.batch_size,
+        "n_threads": settings.n_threads,
+    }

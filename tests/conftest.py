@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from torch import nn
 
 # Tests never download: timm weights come only from the Hugging Face cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Converted OpenVINO graphs go to a folder of the test run, not the user's cache.
+os.environ.setdefault("SKFEAT_CACHE_DIR", tempfile.mkdtemp(prefix="skfeat-tests-"))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FLOWERS_DIR = SHARED / "data" / "flowers5-128-ccby"

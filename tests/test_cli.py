@@ -137,6 +137,7 @@ def test_version_console_script():
         ),
         (["layers"], ["--depth", "skfeat layers resnet50", "examples:"]),
         (["models"], ["--all", "examples:"]),
+        (["info"], ["--model", "--device", "skfeat info --model resnet50", "examples:"]),
     ],
 )
 def test_help_has_options_and_examples(capsys, command, expected):
@@ -146,6 +147,23 @@ def test_help_has_options_and_examples(capsys, command, expected):
     out = capsys.readouterr().out
     for text in expected:
         assert text in out
+
+
+def test_info_shows_versions_and_what_auto_chooses(capsys):
+    import torch
+
+    from skfeat import PretrainedCNNFeaturizer
+
+    status, out, _ = run_main(capsys, "info", "--model", "resnet18", "--weights", "none")
+    assert status == 0
+    assert f"  torch{' ' * 30}{torch.__version__.split('+')[0]}" in out
+    expected = PretrainedCNNFeaturizer("resnet18", weights=None).fit(["a.png"]).run_settings_
+    lines = out.split("What the \"auto\" parameters choose here for model='resnet18':\n")[1]
+    shown = dict(line.split(None, 1) for line in lines.split("\n\n")[0].splitlines())
+    assert shown == {name: str(value) for name, value in expected.items()}
+    status, out, _ = run_main(capsys, "info", "--model", "resnet18", "--device", "cuda:99")
+    assert status == 0  # a setting that cannot be had here is shown, with why
+    assert "cannot tell: SkfeatError: device='cuda:99' was requested" in out
 
 
 def test_help_console_script():
@@ -411,6 +429,65 @@ def test_resume_npy_and_csv_after_a_failed_chunk(capsys, image_folder, suffix):
     assert status == 0, err
     assert "Resuming: 2 of 5 chunks" in err
     assert out.read_bytes() == reference.read_bytes()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".npy", ".csv"])
+def test_resume_on_a_finished_run_says_it_is_complete(capsys, image_folder, suffix):
+    """Also when the run was stopped after removing state.json, before its empty folder."""
+    root, _ = image_folder
+    args = [*MODEL_ARGS, "-q", "--chunk-size", 10]
+    out = root.parent / f"done{suffix}"
+    assert run_main(capsys, "extract", root, "-o", out, *args)[0] == 0
+    written = out.read_bytes()
+    partial = root.parent / f"done{suffix}.partial"
+    for left_behind in (False, True):
+        if left_behind:
+            partial.mkdir()
+        status, _, err = run_main(capsys, "extract", root, "-o", out, *args, "--resume")
+        assert status == 0, err
+        assert f"{str(out)!r} is complete already: {N_IMAGES} rows x 1024 features" in err
+        assert "Nothing to resume." in err
+        assert out.read_bytes() == written
+        assert not partial.exists()
+
+
+def test_resume_on_another_runs_output_is_refused(capsys, image_folder):
+    root, paths = image_folder
+    args = [*MODEL_ARGS, "-q"]
+    out = root.parent / "other.parquet"
+    assert run_main(capsys, "extract", root, "-o", out, *args)[0] == 0
+    Path(paths[0]).unlink()
+    status, _, err = run_main(capsys, "extract", root, "-o", out, *args, "--resume")
+    assert status == 1
+    assert_one_line_error(err, f"but it is not this run's output: it holds {N_IMAGES} rows of")
+    status, _, err = run_main(capsys, "extract", root, "-o", out, *args, "--layer", "features.3")
+    assert status == 1  # without --resume, as before
+    assert_one_line_error(err, "exists already; pass --overwrite")
+
+
+def test_one_progress_bar_for_all_chunks(capsys, image_folder, monkeypatch):
+    from skfeat import _progress
+
+    root, _ = image_folder
+    bars = []
+    make_bar = _progress._tqdm
+    monkeypatch.setattr(_progress, "_tqdm", lambda **o: bars.append(make_bar(**o)) or bars[-1])
+    out = root.parent / "progress.npy"
+    status, _, err = run_main(capsys, "extract", root, "-o", out, *MODEL_ARGS, "--chunk-size", 6)
+    assert status == 0, err
+    assert len(bars) == 1 and bars[0].total == bars[0].n == N_IMAGES
+    assert "Chunk 4/4: images 19-23 of 23" in err
+
+
+def test_an_empty_partial_folder_without_output_resumes_as_a_fresh_run(capsys, image_folder):
+    root, paths = image_folder
+    args = [*MODEL_ARGS, "-q", "--chunk-size", 10]
+    out = root.parent / "fresh.npy"
+    (root.parent / "fresh.npy.partial").mkdir()  # stopped as it began
+    status, _, err = run_main(capsys, "extract", root, "-o", out, *args, "--resume")
+    assert status == 0, err
+    assert "Nothing to resume; starting from the beginning." in err
+    np.testing.assert_allclose(np.load(out), expected_features(paths), atol=1e-6)
 
 
 # -- layers, models --------------------------------------------------------------------------

@@ -412,3 +412,17 @@ def test_the_command_line_passes_the_policy():
     assert vars(args)["featurizer.intermediate_norm"] == "none"
     left_out = build_parser().parse_args(["extract", "photos", "-o", "o.npy"])
     assert vars(left_out)["featurizer.intermediate_norm"] is None
+
+
+@pytest.mark.parametrize("build", [eva, dinov2], ids=["fc_norm", "norm"])
+def test_openvino_applies_the_policy_as_torch_does(build):
+    """OpenVINO's graph gives the tokens; the final norm, before or after pooling, is applied."""
+    pytest.importorskip("openvino")
+    model = build()
+    images = _images()
+    params = {"layer": ["blocks.-2", "blocks.-1"], "pooling": ["avg", "clsavg"]}
+    on_torch = _features(model, images, runtime="torch", **params)
+    on_openvino = _features(model, images, runtime="openvino", **params)
+    np.testing.assert_allclose(on_openvino, on_torch, atol=1e-4, rtol=0)
+    raw = _features(model, images, runtime="openvino", intermediate_norm="none", **params)
+    assert np.abs(raw - on_torch).max() > 1e-2  # the policy changes the numbers it checks

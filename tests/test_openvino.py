@@ -1,8 +1,10 @@
 """runtime="openvino": the same rows as torch, checked before use, torch when it cannot."""
 
+import collections
 import subprocess
 import sys
 import textwrap
+import types
 import warnings
 
 import numpy as np
@@ -113,6 +115,7 @@ def _miscompiling(monkeypatch):
 
     monkeypatch.setattr(openvino, "convert_model", wrong)
     monkeypatch.setattr(_openvino, "_GRAPHS", {})
+    monkeypatch.setenv("SKFEAT_GRAPH_CACHE", "0")  # converted here, not loaded
 
 
 @needs_openvino
@@ -147,6 +150,7 @@ def test_a_backbone_that_does_not_convert_falls_back(paths, monkeypatch):
 
     monkeypatch.setattr(openvino, "convert_model", refuse)
     monkeypatch.setattr(_openvino, "_GRAPHS", {})
+    monkeypatch.setenv("SKFEAT_GRAPH_CACHE", "0")
     params = {"weights": None, "layer": "layer1"}
     expected = PretrainedCNNFeaturizer("resnet18", runtime="torch", **params).fit_transform(
         paths[:3]
@@ -158,25 +162,206 @@ def test_a_backbone_that_does_not_convert_falls_back(paths, monkeypatch):
     np.testing.assert_array_equal(rows, expected)
 
 
-@needs_openvino
-def test_graph_compiled_for_precision_and_threads(paths, monkeypatch):
+def _prepared(layers, caching=False):
     from skfeat._backends import resolve_backend
     from skfeat._plan import build_plan
     from skfeat._pooling import resolve_pooling
     from skfeat._runtime._registry import get_model, tune
 
     backend = resolve_backend("resnet18", None)
-    plan = build_plan(backend, ["layer2"], resolve_pooling("avg"), caching=False)
+    plan = build_plan(backend, layers, resolve_pooling("avg"), caching=caching)
     prepared = get_model(backend, torch.device("cpu"), plan.classifier)
     with prepared.lock:
-        tune(prepared, backend, plan.classifier, frozenset({"layer2"}))
-        fp32 = _openvino.graph_for(prepared, plan, "fp32", fallback=False, n_threads=1)
-        bf16 = _openvino.graph_for(prepared, plan, "bf16", fallback=False, n_threads=2)
+        tune(prepared, backend, plan.classifier, frozenset(layers))
+    return prepared, plan
+
+
+@needs_openvino
+def test_auto_falling_back_to_torch_stores_rows_under_torch_not_openvino(paths, monkeypatch):
+    import openvino
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unsupported operation aten::fancy")
+
+    monkeypatch.setattr(openvino, "convert_model", refuse)
+    monkeypatch.setattr(_openvino, "_GRAPHS", {})
+    monkeypatch.setenv("SKFEAT_GRAPH_CACHE", "0")
+    cache = ActivationCache()
+    params = {"weights": None, "layer": "layer1", "cache": cache}
+    with pytest.warns(DeviceWarning, match="could not convert"):
+        auto = PretrainedCNNFeaturizer("resnet18", runtime="auto", **params)
+        rows = auto.fit_transform(paths[:3])
+    assert auto.run_settings_["runtime"] == "torch"
+    assert cache.stats()["misses"] == 3
+    torch_rows = PretrainedCNNFeaturizer("resnet18", runtime="torch", **params)
+    np.testing.assert_array_equal(torch_rows.fit_transform(paths[:3]), rows)
+    assert cache.stats()["hits"] == 3  # torch's rows, under torch's key
+    strict = PretrainedCNNFeaturizer("resnet18", runtime="openvino", **params).fit(paths[:3])
+    with pytest.raises(SkfeatError, match="runtime='openvino' cannot run"):
+        strict.transform(paths[:3])  # as uncached: nothing under OpenVINO's key
+
+
+@needs_openvino
+def test_graph_compiled_for_precision_and_torch_threads(paths):
+    prepared, plan = _prepared(["layer2"])
+    threads = torch.get_num_threads()
+    try:
+        with prepared.lock:
+            torch.set_num_threads(1)
+            fp32 = _openvino.graph_for(prepared, plan, "fp32", fallback=False)
+            torch.set_num_threads(2)
+            bf16 = _openvino.graph_for(prepared, plan, "bf16", fallback=False)
+    finally:
+        torch.set_num_threads(threads)
     assert fp32.compiled.get_property("INFERENCE_NUM_THREADS") == 1
     assert str(fp32.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
     assert bf16.compiled.get_property("INFERENCE_NUM_THREADS") == 2
     if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
         assert "bfloat16" in str(bf16.compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+
+@needs_openvino
+def test_one_graph_per_backbone_serves_every_layer_and_pooling(paths, monkeypatch):
+    monkeypatch.setattr(_openvino, "_GRAPHS", {})
+    monkeypatch.setattr(_openvino, "EVENTS", collections.Counter())
+    images = paths[:4]
+    for layer in ["layer3", "layer2"]:
+        for pooling in ["avg", "gem", "avgmax", _corner]:
+            params = {"weights": None, "layer": layer, "pooling": pooling}
+            expected, got = _both("resnet18", images, **params)
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    (slot,) = _openvino._GRAPHS.values()
+    assert slot.graph.names == {"layer2", "layer3"}
+    # layer3's graph, then one holding both: never one per pooling.
+    assert sum(_openvino.EVENTS.values()) == 2
+
+
+def _corner(x):
+    return x[:, :, 0, 0]
+
+
+@needs_openvino
+def test_with_a_cache_the_first_graph_holds_every_stored_stage(paths, monkeypatch):
+    monkeypatch.setattr(_openvino, "_GRAPHS", {})
+    prepared, plan = _prepared(["layer3"], caching=True)
+    with prepared.lock:
+        graph = _openvino.graph_for(prepared, plan, "fp32", fallback=False)
+    assert graph.names == {layer.name for layer in plan.stages}
+    assert {"layer1", "layer2", "layer3", "layer4", "penultimate"} <= graph.names
+
+
+@needs_openvino
+def test_two_backbones_convert_at_the_same_time(monkeypatch):
+    """One lock per backbone: a conversion does not wait for another backbone's."""
+    import threading
+
+    monkeypatch.setattr(_openvino, "_GRAPHS", {})
+    started, release = threading.Event(), threading.Event()
+
+    def build(module, layers, plan, precision, threads):
+        if plan.backend.name == "resnet18":
+            started.set()
+            assert release.wait(60), "never released"
+        return _openvino.Graph(compiled=plan.backend.name, layers=tuple(layers))
+
+    monkeypatch.setattr(_openvino, "_build", build)
+    slow, slow_plan = _prepared(["layer2"])
+    from skfeat._backends import resolve_backend
+    from skfeat._plan import build_plan
+    from skfeat._pooling import resolve_pooling
+
+    other = resolve_backend("resnet34", None)
+    other_plan = build_plan(other, ["layer2"], resolve_pooling("avg"), caching=False)
+    blocked = threading.Thread(
+        target=_openvino.graph_for, args=(slow, slow_plan, "fp32"), kwargs={"fallback": False}
+    )
+    blocked.start()
+    try:
+        assert started.wait(60)
+        unused = types.SimpleNamespace(module=None)
+        graph = _openvino.graph_for(unused, other_plan, "fp32", fallback=False)
+        assert graph.compiled == "resnet34"  # while resnet18's conversion is under way
+    finally:
+        release.set()
+        blocked.join(60)
+
+
+_FROM_DISK = textwrap.dedent(
+    """
+    import numpy as np
+    from skfeat import PretrainedCNNFeaturizer
+    from skfeat._runtime import _openvino
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    featurizer = PretrainedCNNFeaturizer(
+        "resnet18", weights=None, layer="layer2", runtime="openvino", n_jobs=1
+    )
+    np.save(__import__("sys").argv[1], featurizer.fit_transform(images))
+    print(dict(_openvino.EVENTS))
+    """
+)
+
+
+def _in_a_process(tmp_path, name, **env):
+    import os
+
+    result = subprocess.run(
+        [sys.executable, "-c", _FROM_DISK, str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SKFEAT_CACHE_DIR": str(tmp_path / "cache"), **env},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip(), np.load(tmp_path / name)
+
+
+@needs_openvino
+@pytest.mark.slow
+def test_a_second_process_loads_the_graph_from_disk_and_rebuilds_a_damaged_one(tmp_path):
+    assert _in_a_process(tmp_path, "first.npy")[0] == "{'converted': 1}"
+    (entry,) = (tmp_path / "cache" / "openvino").iterdir()
+    events, rows = _in_a_process(tmp_path, "second.npy")
+    assert events == "{'loaded': 1}"  # not converted
+    np.testing.assert_array_equal(rows, np.load(tmp_path / "first.npy"))
+    weights = entry / "graph.bin"
+    damaged = bytearray(weights.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    weights.write_bytes(bytes(damaged))
+    events, rows = _in_a_process(tmp_path, "third.npy")
+    assert events == "{'converted': 1}"  # damaged: converted anew, not trusted
+    np.testing.assert_array_equal(rows, np.load(tmp_path / "first.npy"))
+    assert _in_a_process(tmp_path, "fourth.npy")[0] == "{'loaded': 1}"  # and stored again
+    off = _in_a_process(tmp_path, "fifth.npy", SKFEAT_GRAPH_CACHE="0")[0]
+    assert off == "{'converted': 1}"
+
+
+@needs_openvino
+def test_a_stored_graph_that_does_not_match_torch_is_converted_anew(monkeypatch):
+    """A stored entry is checked like a conversion: a wrong one is replaced, not served."""
+    import copy
+    import shutil
+
+    import openvino
+
+    monkeypatch.setattr(_openvino, "_GRAPHS", {})
+    monkeypatch.setattr(_openvino, "EVENTS", collections.Counter())
+    prepared, plan = _prepared(["layer1"])
+    layers = [plan.targets[0].layer]
+    other = copy.deepcopy(prepared.module)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.mul_(1.01)
+    wrong = _openvino._convert(
+        openvino, _openvino._read_module(other, layers, plan.data_config), plan.data_config
+    )
+    entry = _openvino._graph_store.entry_for(plan, layers)
+    shutil.rmtree(entry, ignore_errors=True)
+    _openvino._graph_store.write(openvino, wrong, entry)
+    with prepared.lock:
+        graph = _openvino.graph_for(prepared, plan, "fp32", fallback=False)
+    assert dict(_openvino.EVENTS) == {"converted": 1}
+    assert graph.names == {"layer1"}
+    assert _openvino._graph_store.read(openvino.Core(), entry) is not None
 
 
 def test_runtime_is_checked_with_a_did_you_mean():

@@ -455,17 +455,24 @@ def test_draft_decode_is_faithful_with_real_weights(sample_photos):
 # -- progress bar ------------------------------------------------------------------------------
 
 
+def _recorded_bars(monkeypatch):
+    from skfeat import _progress
+
+    bars = []
+    make_bar = _progress._tqdm
+
+    def recording_bar(**options):
+        bars.append(make_bar(**options))
+        return bars[-1]
+
+    monkeypatch.setattr(_progress, "_tqdm", recording_bar)
+    return bars
+
+
 def test_progress_bar_counts_images_per_second_and_closes_on_errors(
     monkeypatch, tiny_model, random_images, capsys
 ):
-    bars = []
-    make_bar = engine._progress_bar
-
-    def recording_bar(total, progress):
-        bars.append(make_bar(total, progress))
-        return bars[-1]
-
-    monkeypatch.setattr(engine, "_progress_bar", recording_bar)
+    bars = _recorded_bars(monkeypatch)
     make_featurizer(tiny_model, progress=True, batch_size=3).fit_transform(random_images)
     assert bars[0].n == len(random_images) and bars[0].unit == "img"
     assert "img/s" in capsys.readouterr().err
@@ -512,6 +519,20 @@ def test_a_new_setting_that_decides_the_values_is_one_marked_field():
     }
 
 
+def test_transforms_in_a_job_advance_its_one_bar(monkeypatch, tiny_model, random_images):
+    from skfeat._progress import job_bar
+
+    bars = _recorded_bars(monkeypatch)
+    featurizer = make_featurizer(tiny_model, progress=True, batch_size=2).fit(random_images)
+    with job_bar(3 * len(random_images), done=len(random_images)) as bar:
+        featurizer.transform(random_images)
+        featurizer.transform(random_images)
+    assert bars == [bar]  # no bar of their own
+    assert bar.n == bar.total == 3 * len(random_images) and bar.disable
+    featurizer.transform(random_images)  # after the job: its own bar again
+    assert len(bars) == 2 and bars[1].total == len(random_images)
+
+
 # -- CUDA (skipped without a GPU) ------------------------------------------------------------
 
 
@@ -538,3 +559,22 @@ def test_cuda_auto_batch_and_autocast(jpeg_files):
     assert b.dtype == np.float32 and not np.array_equal(a, b)
     cosine = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.99
+
+
+def test_run_settings_show_what_auto_chose(tiny_model, random_images):
+    featurizer = PretrainedCNNFeaturizer(tiny_model, layer="stage1", n_jobs=1, batch_size="auto")
+    featurizer.fit(random_images)
+    device = run_settings.resolve_device("auto", "torch")
+    expected = {
+        "device": str(device),
+        "precision": resolve_precision("auto", device, "module:TinyNet"),
+        "runtime": "torch",  # a bare install: conftest hides OpenVINO
+        "decoder": "pil",
+        "batch_size": run_settings.resolve_batch_size("auto", device, 224),
+        "n_threads": 1,
+    }
+    assert featurizer.run_settings_ == expected
+    featurizer.transform(random_images)
+    assert featurizer.run_settings_ == expected
+    cpu = PretrainedCNNFeaturizer(tiny_model, layer="stage1", device="cpu", batch_size=3)
+    assert cpu.fit(random_images).run_settings_["batch_size"] == 3

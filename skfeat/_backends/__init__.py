@@ -22,6 +22,7 @@ from skfeat._backends._keras import (
 from skfeat._backends._module import ModuleBackend
 from skfeat._backends._timm import LiteBackend, TimmBackend, list_timm_models
 from skfeat._backends._torchvision import TorchvisionBackend, list_torchvision_models
+from skfeat._optional import import_torchvision
 from skfeat._validation import check_choice, did_you_mean
 from skfeat.exceptions import UnknownModelError
 
@@ -86,6 +87,7 @@ def resolve_backend(model: Any, weights: Any, preprocessing: Any = None) -> Any:
     ``preprocessing`` is the recipe of a model file (which does not carry one).
     Raises :class:`UnknownModelError` for a name no source knows, with close matches.
     """
+    import_torchvision()  # every source's preprocessing runs on it: a broken build fails here
     if isinstance(model, (str, os.PathLike)) and os.path.isfile(
         os.path.join(os.path.expanduser(model), "config.json")
     ):

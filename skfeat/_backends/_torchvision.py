@@ -12,6 +12,7 @@ from skfeat._backends._base import (
     seeded_init,
 )
 from skfeat._backends._download import torch_hub_source, unreachable
+from skfeat._optional import import_torchvision
 from skfeat._preprocess import DataConfig
 from skfeat.exceptions import UnknownModelError, WeightsUnavailableError
 
@@ -26,7 +27,7 @@ _SIZE_OPTIONS = {
 
 def list_torchvision_models() -> list[str]:
     """Names of torchvision's image classification models."""
-    import torchvision
+    torchvision = import_torchvision()
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
 

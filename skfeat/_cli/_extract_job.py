@@ -12,6 +12,7 @@ A full disk is one :class:`CommandError` that says how much space is needed.
 
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
 import json
@@ -24,8 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from skfeat._cli._common import CommandError, decode_failures, image_error, note, warn
-from skfeat._cli._writers import FORMATS, Writer, format_size, make_writer, out_of_space_errno
+from skfeat._cli._writers import (
+    FORMATS,
+    Writer,
+    format_size,
+    make_writer,
+    out_of_space_errno,
+    paths_file_for,
+)
+from skfeat._progress import job_bar, write
 
 __all__ = ["ExtractOptions", "ExtractReport", "check_output", "run_extract", "workdir_for"]
 
@@ -246,6 +257,70 @@ def _moved_into_place(output: Path) -> bool:
     return isinstance(built, str) and not (workdir / built).exists()
 
 
+def _left_complete(output: Path) -> bool:
+    """Whether ``output`` is there with no progress beside it: a run that finished.
+
+    A run stopped after removing ``state.json`` but before its folder leaves that
+    folder empty.
+    """
+    workdir = workdir_for(output)
+    if not output.is_file() or workdir.is_symlink():
+        return False
+    return not workdir.exists() or (workdir.is_dir() and not any(workdir.iterdir()))
+
+
+def _already_complete(
+    output: Path, fmt: str, paths: list[str], names: list[str], n_chunks: int
+) -> ExtractReport:
+    """``--resume`` on a finished run: check that the file is this run's, and say so."""
+    try:
+        written_paths, width, columns = _written(output, fmt)
+    except Exception as error:  # unreadable: it cannot be shown to be this run's
+        differs = f"cannot be read ({type(error).__name__}: {error})"
+    else:
+        differs = ""
+        if written_paths != paths:
+            differs = f"holds {len(written_paths)} rows of other images"
+        elif width != len(names) or columns not in (None, names):
+            differs = f"holds {width} other features"
+    if differs:
+        raise CommandError(
+            f"{str(output)!r} exists, with no unfinished run beside it to resume, but it is "
+            f"not this run's output: it {differs}. Pass --overwrite to replace it, or write "
+            "OUT somewhere else."
+        )
+    workdir = workdir_for(output)
+    if workdir.is_dir():
+        workdir.rmdir()  # the empty folder of a run stopped as it ended
+    note(
+        f"{str(output)!r} is complete already: {len(paths)} rows x {len(names)} features, "
+        "of the images and features of this run. Nothing to resume."
+    )
+    return ExtractReport(output, len(paths), len(names), n_chunks)
+
+
+def _written(output: Path, fmt: str) -> tuple[list[str], int, list[str] | None]:
+    """The paths, the width and the feature names (None for ``.npy``) of a finished output."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(output)
+        listed = (schema.metadata or {}).get(b"skfeat.feature_names")
+        columns = json.loads(listed) if listed is not None else schema.names[1:]
+        written = pq.read_table(output, columns=["path"]).column("path").to_pylist()
+        return written, len(columns), columns
+    if fmt == "csv":
+        with output.open(newline="", encoding="utf-8") as file:
+            rows = csv.reader(file)
+            header = next(rows, [])
+            return [row[0] for row in rows], len(header) - 1, header[1:]
+    array = np.load(output, mmap_mode="r")
+    listing = paths_file_for(output).read_text(encoding="utf-8").splitlines()
+    if array.ndim != 2 or array.shape[0] != len(listing):
+        raise ValueError(f"an array of shape {array.shape} for {len(listing)} paths")
+    return listing, int(array.shape[1]), None
+
+
 def _move_into_place(moves: list[tuple[Path, Path]], workdir: Path) -> None:
     for built, destination in moves:
         if built.exists():
@@ -309,7 +384,8 @@ def check_output(output: Path, options: ExtractOptions) -> str:
             f"cannot write in the output folder {str(output.parent)!r}; write OUT to a folder "
             "you can write to."
         )
-    finished = options.resume and _moved_into_place(output)  # only the tidying up is left
+    # Only the tidying up is left, or nothing at all: run_extract checks the file.
+    finished = options.resume and (_moved_into_place(output) or _left_complete(output))
     if output.exists() and not options.overwrite and not finished:
         raise CommandError(f"{str(output)!r} exists already; pass --overwrite to replace it.")
     if options.chunk_size < 1:
@@ -340,6 +416,8 @@ def run_extract(paths: list[str], output: Path, options: ExtractOptions) -> Extr
     def out_of_space_is_one_error() -> Any:
         return _out_of_space_is_one_error(output, writer, n_chunks, options.chunk_size)
 
+    if options.resume and not options.overwrite and _left_complete(output):
+        return _already_complete(output, fmt, paths, names, n_chunks)
     with out_of_space_is_one_error():
         workdir, state = _prepare_workdir(output, parts, options)
         if not state.get("finished"):
@@ -350,30 +428,38 @@ def run_extract(paths: list[str], output: Path, options: ExtractOptions) -> Extr
     on_error = featurizer.get_params()["on_error"]
     started = time.perf_counter()
     done_images = 0
-    for index in range(resumed, n_chunks):
-        start = starts[index]
-        stop = min(start + options.chunk_size, n_images)
-        if n_chunks > 1:
-            note(f"Chunk {index + 1}/{n_chunks}: images {start + 1}-{stop} of {n_images}")
-        try:
-            # Failed images are reported once, at the end, with their paths.
-            with decode_failures() as failures:
-                features = featurizer.transform(paths[start:stop])
-        except BaseException as error:
-            if index > 0:
-                note(f"{index} of {n_chunks} chunks are saved; rerun with --resume to continue.")
-            wrapped = _in_chunk(error, start, stop) if isinstance(error, Exception) else error
-            if wrapped is error:
-                raise
-            raise wrapped from error
-        failed = [start + int(failure.index or 0) for failure in failures]
-        with out_of_space_is_one_error():
-            extra = writer.write(index, start, features)
-            state.update(extra)
-            state["failed"] = [*state["failed"], *failed]
-            state["chunks_done"] = index + 1
-            _save_state(workdir, state)
-        done_images += stop - start
+    done_before = min(resumed * options.chunk_size, n_images)
+    # One bar for the whole run: the chunks' transforms advance it, and its rate and
+    # time left are the run's, not the chunk's.
+    with job_bar(n_images, done_before, enabled=featurizer.get_params()["progress"]) as bar:
+        for index in range(resumed, n_chunks):
+            start = starts[index]
+            stop = min(start + options.chunk_size, n_images)
+            if n_chunks > 1:
+                write(f"Chunk {index + 1}/{n_chunks}: images {start + 1}-{stop} of {n_images}")
+            try:
+                # Failed images are reported once, at the end, with their paths.
+                with decode_failures() as failures:
+                    features = featurizer.transform(paths[start:stop])
+            except BaseException as error:
+                if index > 0:
+                    write(
+                        f"{index} of {n_chunks} chunks are saved; rerun with --resume to continue."
+                    )
+                wrapped = _in_chunk(error, start, stop) if isinstance(error, Exception) else error
+                if wrapped is error:
+                    raise
+                raise wrapped from error
+            failed = [start + int(failure.index or 0) for failure in failures]
+            with out_of_space_is_one_error():
+                extra = writer.write(index, start, features)
+                state.update(extra)
+                state["failed"] = [*state["failed"], *failed]
+                state["chunks_done"] = index + 1
+                _save_state(workdir, state)
+            done_images += stop - start
+            if bar is not None:
+                bar.update(stop - bar.n)  # images a cache served did not pass the engine
     elapsed = time.perf_counter() - started
 
     with out_of_space_is_one_error():

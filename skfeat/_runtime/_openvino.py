@@ -1,40 +1,64 @@
-"""The OpenVINO runtime: one converted graph per backbone and layers read, checked first.
+"""The OpenVINO runtime: one converted graph per backbone, checked first, kept on disk.
 
 For ``runtime="openvino"`` (and ``"auto"`` on a CPU where OpenVINO is installed) the
-engine's forward pass, from the uint8 batch to the pooled features, is traced once per
-process and converted with ``openvino.convert_model``: normalisation, the backbone up
-to the deepest layer read, and every pooling, in one graph with one output per
-``(layer, pooling)`` read, for any batch size. The graph is compiled for the CPU
-with as many threads as torch uses, in OpenVINO's fp32 or, for ``precision="bf16"``,
-with its bf16 inference hint.
+engine's forward pass, from the uint8 batch to the activations of the layers read, is
+traced and converted with ``openvino.convert_model``: normalisation and the backbone
+up to the deepest layer read, in one graph with one output per layer, for any batch
+size. The poolings run after it, with torch, on those activations, so one graph
+serves every pooling and every set of layers it holds: a grid search over ``layer``
+and ``pooling`` keeps one graph per backbone, precision and thread count, not one per
+candidate. A call that reads a layer the graph lacks replaces it by a graph of both
+layer sets (at most once per layer; with a cache, the first graph already holds
+every stored stage). The graph is compiled for the CPU with as many threads as torch
+uses, in OpenVINO's fp32 or, for ``precision="bf16"``, with its bf16 inference hint.
 
-Before first use the fp32 graph, traced on random pixels, is checked against PyTorch
-fp32 on three bundled photos at a batch size it was not traced with: every feature within
-:data:`PROBE_RTOL` of the largest value of its output and every row within
-:data:`PROBE_MIN_COSINE` of PyTorch's. A backbone that does not convert, or that
-fails the check, raises for ``runtime="openvino"`` and runs with torch after one
-:class:`~skfeat.exceptions.DeviceWarning` for ``runtime="auto"``; either way the
-answer is remembered for the process.
+Before first use in a process the fp32 graph, traced on random pixels, is checked
+against PyTorch fp32 on three bundled photos at a batch size it was not traced with:
+every activation within :data:`PROBE_RTOL` of the largest value of its output and
+every row within :data:`PROBE_MIN_COSINE` of PyTorch's. A backbone that does not
+convert, or that fails the check, raises for ``runtime="openvino"`` and runs with
+torch after one :class:`~skfeat.exceptions.DeviceWarning` for ``runtime="auto"``;
+either way the answer is remembered for the process.
+
+Converted graphs of named backbones are kept on disk
+(:mod:`skfeat._runtime._graph_store`), so another process loads one instead of
+converting it again; what is loaded is checked the same way, and one that fails is
+converted anew.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 import os
 import threading
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from skfeat._extract import extract
+from skfeat._extract import LayerInfo, extract
+from skfeat._pooling import PoolingSpec
 from skfeat._preprocess import DataConfig, normalize_batch, stack_images
+from skfeat._runtime import _graph_store
+from skfeat._runtime._registry import get_model, tune
+from skfeat._runtime._settings import RunSettings
 from skfeat._warnings import warn_at_caller
 from skfeat.exceptions import DeviceWarning, SkfeatError
 
-__all__ = ["PROBE_MIN_COSINE", "PROBE_RTOL", "Graph", "available", "graph_for", "load"]
+__all__ = [
+    "PROBE_MIN_COSINE",
+    "PROBE_RTOL",
+    "Graph",
+    "available",
+    "graph_for",
+    "load",
+    "settle_runtime",
+]
 
 # Measured on random and real weights (docs/benchmarks.md): fp32 graphs differ from
 # PyTorch by about 1e-6 of an output's largest value; a conversion bug is far larger.
@@ -43,6 +67,9 @@ PROBE_MIN_COSINE = 1.0 - 1e-5
 _PROBE_IMAGES = 3  # traced at batch 2: the check also shows that the batch axis is free
 _TRACE_BATCH = 2
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+# How each graph of this process was had: "converted" or "loaded" (from disk).
+EVENTS: collections.Counter[str] = collections.Counter()
 
 
 @functools.cache
@@ -67,51 +94,90 @@ def load() -> ModuleType:
     return import_optional("openvino", extra="openvino", purpose="runtime='openvino'")
 
 
+def _raw(x: Any) -> Any:
+    return x
+
+
+# Reads a layer's activation as it is: the graph's outputs, pooled after.
+_RAW = PoolingSpec("raw", _raw)
+
+
 @dataclass
 class Graph:
-    """A compiled graph: uint8 ``(N, 3, crop, crop)`` batch in, pooled features out.
+    """A compiled graph: uint8 ``(N, 3, crop, crop)`` batch in, activations out.
 
     The graph's own input is the same pixels height, width, channels
     (``(N, crop, crop, 3)``), the memory layout of
-    :func:`~skfeat._preprocess.stack_images`' batches, so they go in uncopied.
+    :func:`~skfeat._preprocess.stack_images`' batches, so they go in uncopied. It has
+    one output per layer of ``layers``, in that order.
     """
 
     compiled: Any
+    layers: tuple[LayerInfo, ...]
+    # The model's norms of pooled vectors (timm's fc_norm), by module name: they run in
+    # torch after pooling, as in the torch runtime; the graph gives the tokens.
+    pooled_norms: Mapping[str, Any] = field(default_factory=dict)
     _requests: threading.local = field(default_factory=threading.local, repr=False)
 
-    def run(self, batch: Any) -> list[np.ndarray]:
-        """The pooled float32 outputs for a uint8 ``(N, 3, crop, crop)`` torch batch.
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(layer.name for layer in self.layers)
 
-        One per read, in read order.
+    def run(self, batch: Any, reads: Sequence[tuple[LayerInfo, PoolingSpec]]) -> list[np.ndarray]:
+        """The pooled float32 features of a uint8 ``(N, 3, crop, crop)`` torch batch.
+
+        One array per ``(layer, pooling)`` of ``reads``, in read order; each layer
+        must be one of the graph's.
         """
+        import torch
+
         request = getattr(self._requests, "request", None)
         if request is None:  # one infer request per thread: requests are not shared
             request = self._requests.request = self.compiled.create_infer_request()
         pixels = batch.permute(0, 2, 3, 1).numpy()  # a view for a channels-last batch
         request.infer({0: np.ascontiguousarray(pixels)})
-        # Copies: the request reuses its output buffers for the next batch.
-        return [
-            np.array(request.get_output_tensor(i).data, dtype=np.float32)
-            for i in range(len(self.compiled.outputs))
-        ]
+        index = {layer.name: i for i, layer in enumerate(self.layers)}
+        activations: dict[str, Any] = {}
+        pooled = []
+        with torch.inference_mode():
+            for layer, pooling in reads:
+                if layer.name not in activations:
+                    data = request.get_output_tensor(index[layer.name]).data
+                    activations[layer.name] = torch.from_numpy(data).reshape(
+                        len(pixels), *layer.shape
+                    )
+                after = layer.norm.after_pooling if layer.norm is not None else None
+                each = self.pooled_norms[after].forward if after is not None else None
+                values = pooling.apply(activations[layer.name], layer, each=each)
+                # A copy: the request reuses its output buffers for the next batch.
+                pooled.append(np.array(values.to(torch.float32).numpy(), dtype=np.float32))
+        return pooled
 
 
 class _Refused(Exception):
     """The backbone did not convert, or its graph did not match PyTorch."""
 
 
-# Per process: a Graph, or the reason it could not be had.
-_GRAPHS: dict[tuple[Any, ...], Graph | str] = {}
-_GRAPHS_LOCK = threading.Lock()
+@dataclass
+class _Slot:
+    """The graph of one backbone, precision and thread count, and what was refused."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    graph: Graph | None = None
+    refused: dict[frozenset[str], str] = field(default_factory=dict)
 
 
-def graph_for(
-    prepared: Any, plan: Any, precision: str, *, fallback: bool, n_threads: int | None = None
-) -> Graph | None:
-    """The compiled graph of ``plan``'s reads, or None to run with torch.
+# Per process; each slot has its own lock, so two backbones convert at the same time.
+_GRAPHS: dict[tuple[Any, ...], _Slot] = {}
+_GRAPHS_LOCK = threading.Lock()  # guards the dict only
+
+
+def graph_for(prepared: Any, plan: Any, precision: str, *, fallback: bool) -> Graph | None:
+    """The compiled graph holding ``plan``'s layers, or None to run with torch.
 
     Call with ``prepared.lock`` held, after tuning: the graph is traced from
-    ``prepared.module`` as the torch runtime would run it.
+    ``prepared.module`` as the torch runtime would run it. It is compiled for as many
+    threads as torch uses (``torch.get_num_threads()``).
 
     Raises
     ------
@@ -125,40 +191,63 @@ def graph_for(
     """
     import torch
 
-    threads = torch.get_num_threads() if n_threads is None else n_threads
-    reads = plan.reads
-    # A callable pooling is traced into the graph: the key holds the callable itself.
-    signature = tuple((layer.name, pooling.name, pooling.function) for layer, pooling in reads)
-    key = (os.getpid(), plan.backend.key, signature, plan.data_config.fingerprint(), precision)
-    key += (threads,)
+    threads = torch.get_num_threads()
+    key = (os.getpid(), plan.backend.key, plan.data_config.fingerprint(), precision, threads)
     with _GRAPHS_LOCK:
-        known = _GRAPHS.get(key)
-        if known is None:
+        slot = _GRAPHS.setdefault(key, _Slot())
+    wanted = {layer.name: layer for layer, _ in plan.reads}
+    wanted.update({layer.name: layer for layer in plan.stages})
+    with slot.lock:
+        graph = slot.graph
+        if graph is not None and wanted.keys() <= graph.names:
+            return graph
+        held = {layer.name: layer for layer in graph.layers} if graph is not None else {}
+        layers = tuple(sorted({**held, **wanted}.values(), key=lambda layer: layer.order))
+        names = frozenset(layer.name for layer in layers)
+        reason = slot.refused.get(names)
+        if reason is None:
             try:
-                known = _build(prepared.module, reads, plan.data_config, precision, threads)
+                slot.graph = _build(prepared, layers, plan, precision, threads)
+                return slot.graph
             except _Refused as why:
-                known = str(why)
+                reason = slot.refused[names] = str(why)
                 if fallback:
                     warn_at_caller(
                         DeviceWarning(
                             f"runtime='auto' runs {plan.backend.label} with torch: OpenVINO "
-                            f"{known}. The features are torch's; pass runtime='torch' to "
+                            f"{reason}. The features are torch's; pass runtime='torch' to "
                             "choose it and silence this warning."
                         )
                     )
-            _GRAPHS[key] = known
-    if isinstance(known, Graph):
-        return known
     if fallback:
         return None
     raise SkfeatError(
-        f"runtime='openvino' cannot run {plan.backend.label}: OpenVINO {known}. "
+        f"runtime='openvino' cannot run {plan.backend.label}: OpenVINO {reason}. "
         "Use runtime='torch' (or 'auto', which falls back to torch)."
     )
 
 
-def _read_module(module: Any, reads: Any, config: DataConfig) -> Any:
-    """What the torch runtime computes, as one module to trace: uint8 pixels to poolings.
+def settle_runtime(plan: Any, settings: RunSettings) -> RunSettings:
+    """``settings`` as they will run ``plan``: torch where ``runtime="auto"`` falls back.
+
+    For ``runtime="auto"`` on OpenVINO, the graph is had (or refused, with its one
+    warning) now, so that the cache keys rows by the runtime that computes them and
+    the estimator reports it. Other settings are returned as they are.
+    """
+    if settings.runtime != "openvino" or not settings.fallback:
+        return settings
+    prepared = get_model(plan.backend, settings.device, plan.classifier)
+    read = frozenset(target.layer.module for target in plan.targets if target.layer.module)
+    with prepared.lock:
+        tune(prepared, plan.backend, plan.classifier, read)
+        graph = graph_for(prepared, plan, settings.precision, fallback=True)
+    if graph is not None:
+        return settings
+    return dataclasses.replace(settings, runtime="torch", fallback=False)
+
+
+def _read_module(module: Any, layers: Sequence[LayerInfo], config: DataConfig) -> Any:
+    """What the torch runtime computes, as one module to trace: uint8 pixels to activations.
 
     The module takes ``(N, crop, crop, 3)`` pixels (:class:`Graph`'s input layout).
 
@@ -166,6 +255,8 @@ def _read_module(module: Any, reads: Any, config: DataConfig) -> Any:
     trace, and the graph, hold nothing after it.
     """
     import torch
+
+    reads = [(layer, _RAW) for layer in layers]
 
     class ReadGraph(torch.nn.Module):
         def __init__(self) -> None:
@@ -180,13 +271,58 @@ def _read_module(module: Any, reads: Any, config: DataConfig) -> Any:
     return ReadGraph().eval()
 
 
-def _build(module: Any, reads: Any, config: DataConfig, precision: str, threads: int) -> Graph:
+def _build(
+    prepared: Any, layers: tuple[LayerInfo, ...], plan: Any, precision: str, threads: int
+) -> Graph:
     import torch
 
     ov = load()
-    crop = config.crop_size
+    config = plan.data_config
     probe = _probe_batch(config)
-    wrapper = _read_module(module, reads, config)
+    # Every layer the graph outputs is read: none may carry a folded BatchNorm.
+    tune(prepared, plan.backend, plan.classifier, frozenset(x.module for x in layers if x.module))
+    wrapper = _read_module(prepared.module, layers, config)
+    norms = {
+        layer.norm.after_pooling: prepared.module.get_submodule(layer.norm.after_pooling)
+        for layer in layers
+        if layer.norm is not None and layer.norm.after_pooling is not None
+    }
+    with torch.inference_mode():
+        expected = [t.numpy() for t in wrapper(probe.permute(0, 2, 3, 1))]
+    core = ov.Core()
+    # Only named backbones: a user's module may change its code under the same weights.
+    entry = None if plan.backend.owner is not None else _graph_store.entry_for(plan, layers)
+    converted = _graph_store.read(core, entry) if entry is not None else None
+    if entry is not None and converted is not None:
+        try:
+            fp32 = _compile(core, converted, "fp32", threads)
+            _check(Graph(fp32, layers, norms).run(probe, _raw_reads(layers)), expected)
+            EVENTS["loaded"] += 1
+        except Exception:  # not what this backbone computes here: converted anew
+            _graph_store.remove(entry)
+            converted = None
+    if converted is None:
+        converted = _convert(ov, wrapper, config)
+        EVENTS["converted"] += 1
+        fp32 = _compile(core, converted, "fp32", threads)
+        _check(Graph(fp32, layers, norms).run(probe, _raw_reads(layers)), expected)
+        if entry is not None:
+            _graph_store.write(ov, converted, entry)
+    if precision == "fp32":
+        return Graph(fp32, layers, norms)
+    if precision not in _OV_PRECISION:
+        raise _Refused(f"has no {precision} inference on the CPU")
+    return Graph(_compile(core, converted, precision, threads), layers, norms)
+
+
+def _raw_reads(layers: Sequence[LayerInfo]) -> list[tuple[LayerInfo, PoolingSpec]]:
+    return [(layer, _RAW) for layer in layers]
+
+
+def _convert(ov: ModuleType, wrapper: Any, config: DataConfig) -> Any:
+    import torch
+
+    crop = config.crop_size
     # Traced on noise, checked on photos: what the trace wrongly fixed (a Python number
     # taken from a tensor, a batch size) shows as a difference.
     generator = torch.Generator().manual_seed(0)
@@ -196,23 +332,13 @@ def _build(module: Any, reads: Any, config: DataConfig, precision: str, threads:
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and converter chatter
-            converted = ov.convert_model(
+            return ov.convert_model(
                 wrapper, example_input=example, input=[((-1, crop, crop, 3), ov.Type.u8)]
             )
     except Exception as error:  # any failure to convert is a reason to refuse, not crash
         raise _Refused(
             f"could not convert the backbone ({type(error).__name__}: {error})"
         ) from error
-    with torch.inference_mode():
-        expected = [t.numpy() for t in wrapper(probe.permute(0, 2, 3, 1))]
-    core = ov.Core()
-    fp32 = _compile(core, converted, "fp32", threads)
-    _check(Graph(fp32).run(probe), expected)
-    if precision == "fp32":
-        return Graph(fp32)
-    if precision not in _OV_PRECISION:
-        raise _Refused(f"has no {precision} inference on the CPU")
-    return Graph(_compile(core, converted, precision, threads))
 
 
 def _compile(core: Any, converted: Any, precision: str, threads: int) -> Any:
