@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from skfeat._cache._keys import (
@@ -16,6 +17,7 @@ from skfeat._cache._keys import (
     content_key,
     namespace_key,
 )
+from skfeat._runtime import RunSettings
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -31,16 +33,23 @@ def pixels():
 
 def test_signature_of_the_defaults_is_pinned():
     assert compute_signature() == f"precision=fp32;gem_p=3;format={CACHE_FORMAT}"
-    assert compute_signature() == compute_signature("fp32", "torch", "pil")
+    defaults = RunSettings(torch.device("cpu"), "fp32", 8, 1)
+    assert compute_signature() == compute_signature(**defaults.signature())
 
 
 def test_signature_changes_with_each_input_and_only_then():
-    base = compute_signature("fp32", "torch", "pil")
+    def signature(**changes):
+        return compute_signature(
+            **RunSettings(torch.device("cpu"), batch_size=8, n_threads=1, **changes).signature()
+        )
+
+    base = signature(precision="fp32")
     changed = {
-        "precision": compute_signature("bf16", "torch", "pil"),
-        "runtime": compute_signature("fp32", "openvino", "pil"),
-        "decoder": compute_signature("fp32", "torch", "simplejpeg"),
+        "precision": signature(precision="bf16"),
+        "runtime": signature(precision="fp32", runtime="openvino"),
+        "decoder": signature(precision="fp32", decoder="simplejpeg"),
     }
+    assert signature(precision="fp32", on_error="nan", progress=True) == base
     assert changed["precision"] == "precision=bf16;gem_p=3;format=2"
     assert changed["runtime"].endswith(";runtime=openvino")
     assert changed["decoder"].endswith(";decoder=simplejpeg")

@@ -169,7 +169,7 @@ def _prepared(layers, caching=False):
     from skfeat._runtime._registry import get_model, tune
 
     backend = resolve_backend("resnet18", None)
-    plan = build_plan(backend, layers, resolve_pooling("avg"), caching=caching)
+    plan = build_plan(backend, layers, [resolve_pooling("avg")], caching=caching)
     prepared = get_model(backend, torch.device("cpu"), plan.classifier)
     with prepared.lock:
         tune(prepared, backend, plan.classifier, frozenset(layers))
@@ -271,7 +271,7 @@ def test_two_backbones_convert_at_the_same_time(monkeypatch):
     from skfeat._pooling import resolve_pooling
 
     other = resolve_backend("resnet34", None)
-    other_plan = build_plan(other, ["layer2"], resolve_pooling("avg"), caching=False)
+    other_plan = build_plan(other, ["layer2"], [resolve_pooling("avg")], caching=False)
     blocked = threading.Thread(
         target=_openvino.graph_for, args=(slow, slow_plan, "fp32"), kwargs={"fallback": False}
     )

@@ -300,11 +300,13 @@ def test_killed_as_the_folder_is_emptied(capsys, photos, reference, suffix):
     assert outputs(out) == {
         name.replace("reference", "out"): data for name, data in outputs(expected).items()
     }
-    # An empty folder cannot tell a finished run from one stopped as it began, so a
-    # resume into the existing file is refused, and the file is kept.
+    # The file holds this run's paths and features: --resume says the run is complete,
+    # tidies the empty folder and exits 0, and the file is kept as it is.
     status, err = run_main(capsys, "extract", photos, "-o", out, *ARGS, "--resume")
-    assert status == 1
-    assert "exists already; pass --overwrite" in one_error(err)
+    assert status == 0, err
+    assert "is complete already" in err
+    assert not workdir.exists()
+    assert_same_files(out, expected)
     status, err = run_main(capsys, "extract", photos, "-o", out, *ARGS, "--overwrite")
     assert status == 0, err  # the empty folder is no unfinished run
     assert_same_files(out, expected)
