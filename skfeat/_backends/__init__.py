@@ -87,6 +87,9 @@ def resolve_backend(model: Any, weights: Any, preprocessing: Any = None) -> Any:
     ``preprocessing`` is the recipe of a model file (which does not carry one).
     Raises :class:`UnknownModelError` for a name no source knows, with close matches.
     """
+    if isinstance(model, str) and model.startswith("keras:"):
+        # Before torch loads: Keras on the TensorFlow backend and torch may not share a process.
+        import_keras(f"model={model!r}")
     import_torchvision()  # every source's preprocessing runs on it: a broken build fails here
     if isinstance(model, (str, os.PathLike)) and os.path.isfile(
         os.path.join(os.path.expanduser(model), "config.json")
