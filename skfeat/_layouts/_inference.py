@@ -374,7 +374,7 @@ def _tokens(
     grid = f"{fit.grid}x{fit.grid}"
     if fit.extras == 0:
         return Layout("tokens", evidence=f"{count} tokens = a {grid} patch grid")
-    if declared != fit.extras:
+    if declared is None or declared != fit.extras:
         says = (
             f"{hints.source} declares {declared} prefix tokens"
             if declared is not None
@@ -386,7 +386,7 @@ def _tokens(
         )
     return Layout(
         "tokens",
-        prefix_tokens=fit.extras,  # == declared
+        prefix_tokens=declared,
         class_token=hints.class_token,
         evidence=f"{count} tokens = {declared} declared by {hints.source} + a {grid} patch grid",
     )
