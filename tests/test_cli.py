@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skfeat._cli import main
+from skfeat._cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "skfeat"
@@ -928,3 +928,53 @@ def test_decode_failures_collects_whatever_the_filters_and_passes_other_warnings
             warnings.warn(DeviceWarning("fell back"), stacklevel=1)
     assert failures == [failure]
     assert [str(record.message) for record in shown] == ["fell back"]
+
+
+# -- the recipe on the command line ---------------------------------------------------------
+
+
+def _layer4_shape(out: str) -> str:
+    return next(line.split()[2] for line in out.splitlines() if line.startswith("layer4 "))
+
+
+def test_layers_take_a_preprocessing_recipe(capsys):
+    args = ("layers", "resnet18", "--weights", "none", "--depth", "1")
+    status, out, _ = run_main(capsys, *args)
+    assert status == 0 and _layer4_shape(out) == "512x7x7"
+    status, out, _ = run_main(capsys, *args, "--preprocessing", '{"crop_size": 160}')
+    assert status == 0 and _layer4_shape(out) == "512x5x5"
+
+
+def test_a_recipe_that_is_not_a_json_object_is_refused(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["layers", "resnet18", "--preprocessing", "[224]"])
+    assert exited.value.code == 2
+    assert "expected a JSON object, got '[224]'" in capsys.readouterr().err
+    status, _, err = run_main(capsys, "layers", "resnet18", "--preprocessing", '{"crop": 1}')
+    assert status == 1 and "unknown key 'crop'" in err
+
+
+def test_extract_passes_the_recipe_and_resume_keys_it(tmp_path):
+    from skfeat._cli._extract_job import _described
+
+    args = build_parser().parse_args(
+        ["extract", "photos", "-o", "out.npy", "--preprocessing", '{"crop_size": 160}']
+    )
+    assert vars(args)["featurizer.preprocessing"] == {"crop_size": 160}
+    one = _described("preprocessing", {"crop_size": 160, "resize_size": 180})
+    assert one == _described("preprocessing", {"resize_size": 180, "crop_size": 160})
+    assert one != _described("preprocessing", {"resize_size": 180, "crop_size": 144})
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"one")
+    before = _described("model", str(model))
+    model.write_bytes(b"other graph")
+    assert _described("model", str(model)) != before  # a replaced file does not resume
+    assert _described("model", "resnet18") == "resnet18"
+
+
+def test_models_names_every_source(capsys):
+    status, out, _ = run_main(capsys, "models")
+    assert status == 0
+    for source in ("hf:<repo id>", 'skfeat[hf]"', "keras:<Name>", 'skfeat[keras]"', "model.onnx"):
+        assert source in out
+    assert "--preprocessing JSON" in out

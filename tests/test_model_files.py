@@ -407,3 +407,26 @@ def test_two_heads_make_penultimate_ambiguous(tmp_path):
     assert "penultimate" not in list_layers(str(path), preprocessing=recipe)
     with pytest.raises(UnknownLayerError, match=r"'penultimate' is ambiguous.* 2 linear layers"):
         PretrainedCNNFeaturizer(str(path), preprocessing=recipe).fit(_images(1))
+
+
+def test_the_command_line_extracts_from_a_model_file(resnet_onnx, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from skfeat._cli import main
+
+    _, path = resnet_onnx
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images = _images()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    out = tmp_path / "features.npy"
+    args = ["extract", str(folder), "-o", str(out), "--model", path, "--layer", "penultimate"]
+    assert main([*args, "--preprocessing", json.dumps(RECIPE), "-q"]) == 0
+    expected = PretrainedCNNFeaturizer(path, preprocessing=RECIPE, layer="penultimate")
+    np.testing.assert_allclose(np.load(out), expected.fit_transform(images), atol=1e-6)
+    capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / "other.npy")]) == 1  # no recipe: refused
+    assert "does not say how its images were prepared" in capsys.readouterr().err

@@ -129,10 +129,13 @@ def _fingerprint_parts(
 
 
 def _described(name: str, value: Any) -> str:
-    """A parameter as the fingerprint keeps it; a weights file also by size and time."""
-    if name == "weights" and value is not None and os.path.isfile(str(value)):
-        stat = os.stat(value)
-        return f"{os.path.abspath(value)} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})"
+    """A parameter as the fingerprint keeps it; a weights or model file also by size and time."""
+    if name in ("weights", "model") and isinstance(value, (str, os.PathLike)):
+        if os.path.isfile(value):  # a weights or model file: also its size and time
+            stat = os.stat(value)
+            return f"{os.path.abspath(value)} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})"
+    if isinstance(value, dict):  # a recipe, whatever the order of its keys
+        return json.dumps(value, sort_keys=True)
     return str(value)
 
 

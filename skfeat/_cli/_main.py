@@ -225,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _featurizer_option(
         extract,
+        "--preprocessing",
+        parameter="preprocessing",
+        type=_recipe,
+        metavar="JSON",
+        help=_PREPROCESSING_HELP,
+    )
+    _featurizer_option(
+        extract,
         "--intermediate-norm",
         parameter="intermediate_norm",
         choices=str_options("intermediate_norm"),
@@ -327,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="only matters where weights change the input size (default: DEFAULT)",
     )
     layers.add_argument(
+        "--preprocessing", type=_recipe, default=None, metavar="JSON", help=_PREPROCESSING_HELP
+    )
+    layers.add_argument(
         "--depth",
         type=int,
         default=None,
@@ -400,6 +411,24 @@ def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
+_PREPROCESSING_HELP = (
+    'the recipe as JSON, e.g. \'{"resize_size": 256, "crop_size": 224}\' (skfeat\'s keys or a '
+    "timm data config; a model file needs it, other models have their own)"
+)
+
+
+def _recipe(value: str) -> dict[str, Any]:
+    import json
+
+    try:
+        recipe = json.loads(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {value!r} ({err})") from None
+    if not isinstance(recipe, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {value!r}")
+    return recipe
+
+
 def _batch_size(value: str) -> int | str:
     if value == "auto":
         return value
@@ -462,7 +491,7 @@ def _run_check(args: argparse.Namespace) -> int:
 def _run_layers(args: argparse.Namespace) -> int:
     from skfeat._cli._info import layer_table
 
-    print(layer_table(args.model, args.weights, args.depth))
+    print(layer_table(args.model, args.weights, args.depth, preprocessing=args.preprocessing))
     return 0
 
 
