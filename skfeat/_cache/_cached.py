@@ -59,17 +59,15 @@ def featurize_cached(
 ) -> tuple[np.ndarray, list[Failure]]:
     """The ``(len(items), plan.n_features)`` matrix of ``plan``, through ``cache``.
 
-    Rows are stored under the runtime that computes them: where ``runtime="auto"``
-    falls back from OpenVINO to torch, under torch's. Failed rows are filled by the
+    Rows are stored under the runtime of ``settings``, which must be the one that
+    computes them: the estimator settles ``runtime="auto"`` first
+    (:func:`~skfeat._runtime._openvino.settle_runtime`), so rows computed by a fallback
+    to torch go under torch's key. Failed rows are filled by the
     engine and never stored. Identical images are computed once. Lookups and
     computations go by chunks, so memory does not grow with the number of images.
     Damaged entries are recomputed, with one :class:`~skfeat.exceptions.CacheWarning`
     for the call.
     """
-    if settings.runtime == "openvino":  # stored under the runtime that computes the rows
-        from skfeat._runtime._openvino import settle_runtime
-
-        settings = settle_runtime(plan, settings)
     signature = compute_signature(**settings.signature())
     model_key, fingerprint = plan.backend.key, plan.data_config.fingerprint()
     namespace = namespace_key(model_key, fingerprint, signature)
