@@ -347,8 +347,7 @@ class FileGraph:
     """
 
     compiled: Any
-    reads: list[Any]  # (LayerInfo, PoolingSpec) pairs, in output order
-    slots: list[int]  # the compiled output of each read
+    slots: dict[str, int]  # layer name -> its output in the compiled graph
     channels_last: bool
     config: DataConfig
     _requests: threading.local = field(default_factory=threading.local, repr=False)
@@ -356,8 +355,6 @@ class FileGraph:
     def run(self, batch: Any, reads: Sequence[tuple[Any, Any]]) -> list[np.ndarray]:
         """The pooled float32 features of a uint8 batch, one array per read of ``reads``."""
         import torch
-
-        slots = {layer.name: slot for (layer, _), slot in zip(self.reads, self.slots, strict=True)}
 
         request = getattr(self._requests, "request", None)
         if request is None:  # one infer request per thread: requests are not shared
@@ -369,7 +366,7 @@ class FileGraph:
         outputs: dict[int, Any] = {}
         pooled = []
         for layer, pooling in reads:
-            slot = slots[layer.name]
+            slot = self.slots[layer.name]
             if slot not in outputs:  # a copy: the request reuses its buffers
                 data = np.array(request.get_output_tensor(slot).data, dtype=np.float32)
                 outputs[slot] = torch.from_numpy(data)
@@ -437,5 +434,5 @@ def _build(plan: Any, layers: tuple[str, ...], precision: str, threads: int) -> 
             "PERFORMANCE_HINT": "LATENCY",
         },
     )
-    slots = [layers.index(layer.name) for layer, _ in plan.reads]
-    return FileGraph(compiled, list(plan.reads), slots, input_.channels_last, plan.data_config)
+    slots = {name: index for index, name in enumerate(layers)}
+    return FileGraph(compiled, slots, input_.channels_last, plan.data_config)
