@@ -66,7 +66,7 @@ def write(message: str) -> None:
     """A status line on stderr, above the job's bar when one is open."""
     job = _JOB.get()
     if job is None:
-        sys.stdout.flush()
+        sys.stdout.flush()  # keep the order of stdout and stderr lines when both are piped
         print(message, file=sys.stderr, flush=True)
     else:
         job.write(message, file=sys.stderr)

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from skfeat._progress import write
 from skfeat.exceptions import ImageDecodeError, ImageDecodeWarning, SkfeatError
 
 __all__ = ["CommandError", "decode_failures", "image_error", "note", "warn"]
@@ -29,9 +30,11 @@ class CommandError(SkfeatError):
 
 
 def note(message: str) -> None:
-    """A status line on stderr, so stdout stays clean for tables and data."""
-    sys.stdout.flush()  # keep the order of stdout and stderr lines when both are piped
-    print(message, file=sys.stderr, flush=True)
+    """A status line on stderr, so stdout stays clean for tables and data.
+
+    Above the job's progress bar when one is open (:func:`skfeat._progress.write`).
+    """
+    write(message)
 
 
 def warn(message: str) -> None:
