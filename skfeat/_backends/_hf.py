@@ -89,6 +89,11 @@ class _Location:
     local_only: bool
     offline_reason: str = ""  # why the Hub is not used, for messages
 
+    @property
+    def from_pretrained(self) -> dict[str, Any]:
+        """The keywords every ``from_pretrained`` call takes, beside ``source``."""
+        return {"revision": self.revision, "local_files_only": self.local_only}
+
 
 class HfBackend(Backend):
     """A ``transformers`` vision model: ``"hf:<repo id>[@<revision>]"`` or ``"hf:<folder>"``.
@@ -132,10 +137,6 @@ class HfBackend(Backend):
     def _config(self) -> Any:
         return _load_config(self._location(), self.label)
 
-    def _pretrained_kwargs(self) -> dict[str, Any]:
-        location = self._location()
-        return {"revision": location.revision, "local_files_only": location.local_only}
-
     def weights_fingerprint(self) -> str:
         location = self._location()
         if location.folder:
@@ -164,7 +165,7 @@ class HfBackend(Backend):
             with _quiet():
                 module, info = model_class.from_pretrained(
                     location.source,
-                    **self._pretrained_kwargs(),
+                    **location.from_pretrained,
                     **_init_kwargs(model_class, config),
                     dtype=torch.float32,  # skfeat's precision setting casts, not the checkpoint
                     output_loading_info=True,
@@ -205,7 +206,7 @@ def _processor_recipe(location: _Location, label: str, stamp: str | None) -> Dat
     try:
         with _quiet():
             processor = transformers.AutoImageProcessor.from_pretrained(
-                location.source, revision=location.revision, local_files_only=location.local_only
+                location.source, **location.from_pretrained
             )
     except OSError as err:
         if location.folder:
@@ -513,7 +514,7 @@ def _cached_config(location: _Location, label: str, stamp: str | None) -> Any:
     try:
         with _quiet():
             config = transformers.AutoConfig.from_pretrained(
-                location.source, revision=location.revision, local_files_only=location.local_only
+                location.source, **location.from_pretrained
             )
     except OSError as err:
         raise _unavailable(location, label, err) from err
@@ -525,7 +526,7 @@ def _cached_config(location: _Location, label: str, stamp: str | None) -> Any:
     tower = _TOWERS.get(config.model_type)
     if tower is not None and hasattr(config, "vision_config"):
         config = getattr(transformers, tower).config_class.from_pretrained(
-            location.source, revision=location.revision, local_files_only=location.local_only
+            location.source, **location.from_pretrained
         )
     return config
 
