@@ -119,9 +119,14 @@ class Graph:
     pooled_norms: Mapping[str, Any] = field(default_factory=dict)
     _requests: threading.local = field(default_factory=threading.local, repr=False)
 
+    @functools.cached_property
+    def outputs(self) -> dict[str, int]:
+        """Each layer's output in the compiled graph, by layer name."""
+        return {layer.name: index for index, layer in enumerate(self.layers)}
+
     @property
     def names(self) -> frozenset[str]:
-        return frozenset(layer.name for layer in self.layers)
+        return frozenset(self.outputs)
 
     def run(self, batch: Any, reads: Sequence[tuple[LayerInfo, PoolingSpec]]) -> list[np.ndarray]:
         """The pooled float32 features of a uint8 ``(N, 3, crop, crop)`` torch batch.
@@ -136,13 +141,12 @@ class Graph:
             request = self._requests.request = self.compiled.create_infer_request()
         pixels = batch.permute(0, 2, 3, 1).numpy()  # a view for a channels-last batch
         request.infer({0: np.ascontiguousarray(pixels)})
-        index = {layer.name: i for i, layer in enumerate(self.layers)}
         activations: dict[str, Any] = {}
         pooled = []
         with torch.inference_mode():
             for layer, pooling in reads:
                 if layer.name not in activations:
-                    data = request.get_output_tensor(index[layer.name]).data
+                    data = request.get_output_tensor(self.outputs[layer.name]).data
                     activations[layer.name] = torch.from_numpy(data).reshape(
                         len(pixels), *layer.shape
                     )
